@@ -1,0 +1,461 @@
+//! A BERT encoder whose module tree mirrors Hugging Face's `BertModel`, so that the
+//! parameter paths of a checkpoint (`encoder.layer.3.attention.output.LayerNorm.weight`)
+//! map onto fields one to one. The only rename is `attention.self`, a Rust keyword, which
+//! is the field `self_` here (see [`crate::checkpoint`]).
+//!
+//! ```text
+//! BertModel
+//! ├── embeddings: word + position + token type → LayerNorm → dropout
+//! ├── encoder.layer[i]: BertLayer (post-LN)
+//! │   ├── attention.self_: multi-head self-attention with a padding mask
+//! │   ├── attention.output: dense → dropout → LayerNorm(x + residual)
+//! │   ├── intermediate: dense → GELU
+//! │   └── output: dense → dropout → LayerNorm(x + residual)
+//! └── pooler: dense → tanh on the [CLS] state (HF's pooler; unused by mean pooling)
+//! ```
+//!
+//! Dropout is active only when the model runs on an autodiff device (training); inference
+//! on a plain device is deterministic.
+#![allow(non_snake_case)] // `LayerNorm` fields keep Hugging Face's parameter names.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::{Activation, BertConfig};
+use crate::tokenizer::Batch;
+
+/// Token ids, segment ids and padding mask of a batch, on a device.
+#[derive(Debug, Clone)]
+pub struct BertInput {
+    /// `[batch, seq]` word-piece ids.
+    pub input_ids: Tensor<2, Int>,
+    /// `[batch, seq]` segment ids (all 0 for single sentences).
+    pub token_type_ids: Tensor<2, Int>,
+    /// `[batch, seq]` 1 for real tokens, 0 for padding.
+    pub attention_mask: Tensor<2, Int>,
+}
+
+impl BertInput {
+    /// Moves a tokenized batch onto `device`.
+    pub fn from_batch(batch: &Batch, device: &Device) -> Self {
+        let shape = [batch.batch_size(), batch.seq_len()];
+        let ints = |v: &[u32]| {
+            let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+            Tensor::<2, Int>::from_data(TensorData::new(data, shape), device)
+        };
+        BertInput {
+            input_ids: ints(&batch.input_ids),
+            token_type_ids: ints(&batch.token_type_ids),
+            attention_mask: ints(&batch.attention_mask),
+        }
+    }
+}
+
+/// What the encoder returns.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput {
+    /// `[batch, seq, hidden]` hidden states of the last layer.
+    pub last_hidden_state: Tensor<3>,
+    /// `[batch, seq]` padding mask as floats (1 real, 0 padding), for pooling.
+    pub mask: Tensor<2>,
+}
+
+fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+    // BERT's initialisation: N(0, 0.02) weights, zero bias.
+    LinearConfig::new(d_in, d_out)
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        })
+        .init(device)
+}
+
+fn layer_norm(config: &BertConfig, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(config.hidden_size)
+        .with_epsilon(config.layer_norm_eps)
+        .init(device)
+}
+
+fn embedding(n: usize, d: usize, device: &Device) -> Embedding {
+    EmbeddingConfig::new(n, d)
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        })
+        .init(device)
+}
+
+/// Word, position and token-type embeddings, summed and normalised.
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    pub word_embeddings: Embedding,
+    pub position_embeddings: Embedding,
+    pub token_type_embeddings: Embedding,
+    pub LayerNorm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+impl BertEmbeddings {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        let h = config.hidden_size;
+        BertEmbeddings {
+            word_embeddings: embedding(config.vocab_size, h, device),
+            position_embeddings: embedding(config.max_position_embeddings, h, device),
+            token_type_embeddings: embedding(config.type_vocab_size, h, device),
+            LayerNorm: layer_norm(config, device),
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+        }
+    }
+
+    /// `[batch, seq]` ids → `[batch, seq, hidden]`. Positions count from 0.
+    pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [batch, seq] = input_ids.dims();
+        let device = input_ids.device();
+        let positions = Tensor::<1, Int>::arange(0..seq as i64, &device)
+            .unsqueeze_dim::<2>(0)
+            .expand([batch, seq]);
+        let x = self.word_embeddings.forward(input_ids)
+            + self.position_embeddings.forward(positions)
+            + self.token_type_embeddings.forward(token_type_ids);
+        self.dropout.forward(self.LayerNorm.forward(x))
+    }
+}
+
+/// Multi-head scaled dot-product self-attention (HF `BertSelfAttention`).
+#[derive(Module, Debug)]
+pub struct BertSelfAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub dropout: Dropout,
+    pub num_heads: usize,
+    pub head_dim: usize,
+}
+
+impl BertSelfAttention {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        let h = config.hidden_size;
+        BertSelfAttention {
+            query: linear(h, h, device),
+            key: linear(h, h, device),
+            value: linear(h, h, device),
+            dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+            num_heads: config.num_attention_heads,
+            head_dim: config.head_dim(),
+        }
+    }
+
+    /// `x`: `[batch, seq, hidden]`; `mask_bias`: `[batch, 1, 1, seq]`, 0 for real tokens
+    /// and a large negative number for padding. Returns `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [batch, seq, hidden] = x.dims();
+        let heads = |t: Tensor<3>| {
+            t.reshape([batch, seq, self.num_heads, self.head_dim])
+                .swap_dims(1, 2)
+        };
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x));
+        let scale = (self.head_dim as f64).sqrt().recip();
+        let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask_bias;
+        let probs = self.dropout.forward(softmax(scores, 3));
+        probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, hidden])
+    }
+}
+
+/// Projection back to the hidden size with a residual and post-LayerNorm. The same shape
+/// serves as HF's `BertSelfOutput` (after attention) and `BertOutput` (after the FFN).
+#[derive(Module, Debug)]
+pub struct BertResidualOutput {
+    pub dense: Linear,
+    pub LayerNorm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+impl BertResidualOutput {
+    pub fn new(d_in: usize, config: &BertConfig, device: &Device) -> Self {
+        BertResidualOutput {
+            dense: linear(d_in, config.hidden_size, device),
+            LayerNorm: layer_norm(config, device),
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+        }
+    }
+
+    /// `x`: `[batch, seq, d_in]`, `residual`: `[batch, seq, hidden]` → `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        let x = self.dropout.forward(self.dense.forward(x));
+        self.LayerNorm.forward(x + residual)
+    }
+}
+
+/// Self-attention followed by its output projection (HF `BertAttention`).
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    /// HF's `attention.self`.
+    pub self_: BertSelfAttention,
+    pub output: BertResidualOutput,
+}
+
+/// The feed-forward expansion with its activation (HF `BertIntermediate`).
+#[derive(Module, Debug)]
+pub struct BertIntermediate {
+    pub dense: Linear,
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl BertIntermediate {
+    /// `[batch, seq, hidden]` → `[batch, seq, intermediate]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = self.dense.forward(x);
+        match self.activation {
+            Activation::Gelu => gelu(x),
+            Activation::GeluTanh => gelu_approximate(x),
+            Activation::Relu => relu(x),
+        }
+    }
+}
+
+/// One transformer block (HF `BertLayer`).
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    pub attention: BertAttention,
+    pub intermediate: BertIntermediate,
+    pub output: BertResidualOutput,
+}
+
+impl BertLayer {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        BertLayer {
+            attention: BertAttention {
+                self_: BertSelfAttention::new(config, device),
+                output: BertResidualOutput::new(config.hidden_size, config, device),
+            },
+            intermediate: BertIntermediate {
+                dense: linear(config.hidden_size, config.intermediate_size, device),
+                activation: config.hidden_act,
+            },
+            output: BertResidualOutput::new(config.intermediate_size, config, device),
+        }
+    }
+
+    /// `[batch, seq, hidden]` → `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let attended = self.attention.self_.forward(x.clone(), mask_bias);
+        let x = self.attention.output.forward(attended, x);
+        let expanded = self.intermediate.forward(x.clone());
+        self.output.forward(expanded, x)
+    }
+}
+
+/// The stack of transformer blocks (HF `BertEncoder`).
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    pub layer: Vec<BertLayer>,
+}
+
+/// Dense + tanh over the first token (HF `BertPooler`).
+#[derive(Module, Debug)]
+pub struct BertPooler {
+    pub dense: Linear,
+}
+
+impl BertPooler {
+    /// `[batch, seq, hidden]` → `[batch, hidden]`.
+    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [batch, _, h] = hidden.dims();
+        let first = hidden.narrow(1, 0, 1).reshape([batch, h]);
+        self.dense.forward(first).tanh()
+    }
+}
+
+/// The whole encoder (HF `BertModel`).
+#[derive(Module, Debug)]
+pub struct BertModel {
+    pub embeddings: BertEmbeddings,
+    pub encoder: BertEncoder,
+    pub pooler: BertPooler,
+}
+
+/// Additive attention bias from a padding mask: 0 where `mask` is 1, −10⁴ where it is 0.
+/// `[batch, seq]` → `[batch, 1, 1, seq]`.
+pub fn attention_bias(mask: Tensor<2>) -> Tensor<4> {
+    let [batch, seq] = mask.dims();
+    ((mask - 1.0) * 1.0e4).reshape([batch, 1, 1, seq])
+}
+
+impl BertConfig {
+    /// A freshly initialised encoder with this configuration.
+    pub fn init(&self, device: &Device) -> BertModel {
+        BertModel {
+            embeddings: BertEmbeddings::new(self, device),
+            encoder: BertEncoder {
+                layer: (0..self.num_hidden_layers)
+                    .map(|_| BertLayer::new(self, device))
+                    .collect(),
+            },
+            pooler: BertPooler {
+                dense: linear(self.hidden_size, self.hidden_size, device),
+            },
+        }
+    }
+}
+
+impl BertModel {
+    /// Runs the encoder. Input tensors are `[batch, seq]`; the output holds
+    /// `[batch, seq, hidden]` states and the float padding mask.
+    pub fn forward(&self, input: BertInput) -> EncoderOutput {
+        let mask = input.attention_mask.float();
+        let bias = attention_bias(mask.clone());
+        let mut x = self
+            .embeddings
+            .forward(input.input_ids, input.token_type_ids);
+        for layer in &self.encoder.layer {
+            x = layer.forward(x, bias.clone());
+        }
+        EncoderOutput {
+            last_hidden_state: x,
+            mask,
+        }
+    }
+
+    /// Hidden size of the encoder.
+    pub fn hidden_size(&self) -> usize {
+        self.pooler.dense.weight.dims()[0]
+    }
+
+    /// The largest sequence length the position table allows.
+    pub fn max_positions(&self) -> usize {
+        self.embeddings.position_embeddings.weight.dims()[0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pooling::mean_pool;
+
+    fn device() -> Device {
+        Device::flex()
+    }
+
+    fn input(ids: &[&[i64]], device: &Device) -> BertInput {
+        let seq = ids.iter().map(|r| r.len()).max().unwrap();
+        let mut flat = Vec::new();
+        let mut mask = Vec::new();
+        for row in ids {
+            for j in 0..seq {
+                flat.push(*row.get(j).unwrap_or(&0));
+                mask.push(i64::from(j < row.len()));
+            }
+        }
+        let shape = [ids.len(), seq];
+        BertInput {
+            input_ids: Tensor::from_data(TensorData::new(flat, shape), device),
+            token_type_ids: Tensor::zeros(shape, device),
+            attention_mask: Tensor::from_data(TensorData::new(mask, shape), device),
+        }
+    }
+
+    #[test]
+    fn output_shape_follows_input() {
+        let device = device();
+        let model = BertConfig::tiny(50).init(&device);
+        let out = model.forward(input(&[&[1, 2, 3], &[4, 5, 6]], &device));
+        assert_eq!(out.last_hidden_state.dims(), [2, 3, 16]);
+        assert_eq!(model.hidden_size(), 16);
+    }
+
+    #[test]
+    fn padding_does_not_change_the_real_tokens() {
+        // The same sentence alone and padded beside a longer one must give the same
+        // states on its real tokens and the same mean-pooled vector.
+        let device = device();
+        let model = BertConfig::tiny(50).init(&device);
+        let alone = model.forward(input(&[&[7, 8, 9]], &device));
+        let padded = model.forward(input(&[&[7, 8, 9], &[1, 2, 3, 4, 5, 6]], &device));
+        let a = alone
+            .last_hidden_state
+            .clone()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let p = padded
+            .last_hidden_state
+            .clone()
+            .narrow(0, 0, 1)
+            .narrow(1, 0, 3)
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let max_diff = a
+            .iter()
+            .zip(&p)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(max_diff < 1e-5, "padding leaked into attention: {max_diff}");
+        let pa = mean_pool(alone.last_hidden_state, alone.mask)
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let pp = mean_pool(padded.last_hidden_state, padded.mask)
+            .narrow(0, 0, 1)
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let max_diff = pa
+            .iter()
+            .zip(&pp)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(max_diff < 1e-5, "padding leaked into pooling: {max_diff}");
+    }
+
+    #[test]
+    fn inference_is_deterministic_and_training_uses_dropout() {
+        let device = device();
+        let model = BertConfig::tiny(50).init(&device);
+        let a = model
+            .forward(input(&[&[1, 2, 3]], &device))
+            .last_hidden_state;
+        let b = model
+            .forward(input(&[&[1, 2, 3]], &device))
+            .last_hidden_state;
+        a.clone().into_data().assert_eq(&b.into_data(), true);
+
+        let train_device = device.clone().autodiff();
+        let model = model.to_device(&train_device);
+        let c = model
+            .forward(input(&[&[1, 2, 3]], &train_device))
+            .last_hidden_state;
+        let diff: f32 = (c.inner() - a).abs().sum().into_scalar();
+        assert!(diff > 1e-3, "dropout had no effect on an autodiff device");
+    }
+
+    #[test]
+    fn parameter_paths_follow_hugging_face() {
+        use burn::store::ModuleSnapshot;
+        let model = BertConfig::tiny(50).init(&device());
+        let names: Vec<String> = model
+            .collect(None, None, false)
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        for expected in [
+            "embeddings.word_embeddings.weight",
+            "embeddings.LayerNorm.gamma",
+            "encoder.layer.1.attention.self_.query.weight",
+            "encoder.layer.0.attention.output.LayerNorm.beta",
+            "encoder.layer.0.intermediate.dense.bias",
+            "encoder.layer.1.output.dense.weight",
+            "pooler.dense.weight",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} not in {names:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! Loading Hugging Face BERT checkpoints (`model.safetensors`) into [`BertModel`].
+//!
+//! Keys are Hugging Face parameter names. Both layouts load: bare (`embeddings.…`, as saved
+//! by `BertModel`) and prefixed (`bert.embeddings.…`, as saved by `BertFor*` models, whose
+//! task heads outside `bert.` are ignored and listed). Buffers that are not parameters
+//! (`embeddings.position_ids`) are skipped. Any other missing, extra or mis-shaped tensor
+//! is an error that names it. A checkpoint without `pooler.*` loads too (the pooler stays
+//! freshly initialised; mean pooling never uses it), and the report says so.
+
+use std::collections::BTreeMap;
+
+use burn::store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+
+use crate::bert::BertModel;
+use crate::error::{Error, Result};
+
+/// One entry of a safetensors header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub data_offsets: (usize, usize),
+}
+
+/// What a load did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Number of parameters set from the checkpoint.
+    pub applied: usize,
+    /// Buffers in the file that are not parameters and were skipped.
+    pub skipped_buffers: Vec<String>,
+    /// Tensors of other architectures' heads (outside `bert.`) that were ignored.
+    pub ignored_heads: Vec<String>,
+    /// Whether the file had no pooler (left at its initialisation).
+    pub pooler_missing: bool,
+}
+
+fn checkpoint_error(source: &str, message: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        file: source.into(),
+        message: message.into(),
+    }
+}
+
+/// Reads and checks the header of a safetensors file: the JSON header must be complete
+/// and every tensor's byte range must lie inside the file and fit its dtype and shape, so
+/// that a truncated or corrupt download is caught here with a clear message.
+pub fn read_header(bytes: &[u8], source: &str) -> Result<BTreeMap<String, TensorInfo>> {
+    let fail = |m: String| Err(checkpoint_error(source, m));
+    if bytes.len() < 8 {
+        return fail(format!(
+            "not a safetensors file: {} bytes, shorter than the 8-byte header length",
+            bytes.len()
+        ));
+    }
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let Some(header_end) = 8usize.checked_add(header_len).filter(|&e| e <= bytes.len()) else {
+        return fail(format!(
+            "truncated or corrupt: header of {header_len} bytes announced, file has {}",
+            bytes.len()
+        ));
+    };
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..header_end])
+            .map_err(|e| checkpoint_error(source, format!("corrupt header JSON: {e}")))?;
+    let data_len = bytes.len() - header_end;
+    let mut tensors = BTreeMap::new();
+    for (name, value) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let info: RawInfo = serde_json::from_value(value).map_err(|e| {
+            checkpoint_error(source, format!("corrupt header: tensor '{name}': {e}"))
+        })?;
+        let width = match info.dtype.as_str() {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "I8" | "U8" | "BOOL" => 1,
+            other => return fail(format!("tensor '{name}': unsupported dtype {other}")),
+        };
+        let (start, end) = (info.data_offsets[0], info.data_offsets[1]);
+        if end > data_len {
+            return fail(format!(
+                "truncated or corrupt: tensor '{name}' needs bytes {start}..{end} of the data, \
+                 the file holds {data_len}"
+            ));
+        }
+        let expected = info.shape.iter().product::<usize>() * width;
+        if end < start || end - start != expected {
+            return fail(format!(
+                "corrupt: tensor '{name}' has {} bytes for shape {:?} of {}",
+                end.saturating_sub(start),
+                info.shape,
+                info.dtype
+            ));
+        }
+        tensors.insert(
+            name,
+            TensorInfo {
+                dtype: info.dtype,
+                shape: info.shape,
+                data_offsets: (start, end),
+            },
+        );
+    }
+    if tensors.is_empty() {
+        return fail("holds no tensors".into());
+    }
+    Ok(tensors)
+}
+
+#[derive(serde::Deserialize)]
+struct RawInfo {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [usize; 2],
+}
+
+/// Hugging Face's name for one of our parameter paths (`self_` → `self`,
+/// LayerNorm `gamma`/`beta` → `weight`/`bias`).
+pub fn hf_name(path: &str) -> String {
+    let name = path.replace(".self_.", ".self.");
+    if name.contains("LayerNorm.") {
+        name.replace("LayerNorm.gamma", "LayerNorm.weight")
+            .replace("LayerNorm.beta", "LayerNorm.bias")
+    } else {
+        name
+    }
+}
+
+fn is_buffer(name: &str) -> bool {
+    name.ends_with("position_ids") || name.ends_with("num_batches_tracked")
+}
+
+/// Loads a checkpoint's bytes into `model`. `source` names the file in errors.
+pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<LoadReport> {
+    let header = read_header(&bytes, source)?;
+    let prefixed = header.keys().any(|k| k.starts_with("bert."));
+    let mut report = LoadReport::default();
+    for name in header.keys() {
+        let bare = if prefixed {
+            name.strip_prefix("bert.")
+        } else {
+            Some(name.as_str())
+        };
+        match bare {
+            Some(bare) if is_buffer(bare) => report.skipped_buffers.push(name.clone()),
+            Some(_) => {}
+            None => report.ignored_heads.push(name.clone()),
+        }
+    }
+
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .with_key_remapping(r"\.attention\.self\.", ".attention.self_.")
+        .validate(false)
+        .allow_partial(true);
+    if prefixed {
+        store = store.with_key_remapping(r"^bert\.", "");
+    }
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| checkpoint_error(source, format!("cannot read tensors: {e}")))?;
+
+    if let Some(error) = result.errors.first() {
+        let message = match error {
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => format!(
+                "tensor '{}' has shape {:?}, the configuration expects {:?} \
+                 (does config.json match this checkpoint?)",
+                hf_name(path),
+                found.as_slice(),
+                expected.as_slice()
+            ),
+            ApplyError::DTypeMismatch {
+                path,
+                expected,
+                found,
+            } => format!(
+                "tensor '{}' has dtype {found:?}, expected {expected:?}",
+                hf_name(path)
+            ),
+            ApplyError::AdapterError { path, message }
+            | ApplyError::LoadError { path, message } => {
+                format!("tensor '{}': {message}", hf_name(path))
+            }
+        };
+        return Err(checkpoint_error(source, message));
+    }
+    let prefix = if prefixed { "bert." } else { "" };
+    let mut missing = Vec::new();
+    for (path, _) in &result.missing {
+        if path.starts_with("pooler.") {
+            report.pooler_missing = true;
+        } else {
+            missing.push(format!("{prefix}{}", hf_name(path)));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(checkpoint_error(
+            source,
+            format!(
+                "missing tensor{} {}",
+                if missing.len() > 1 { "s" } else { "" },
+                quote_list(&missing)
+            ),
+        ));
+    }
+    let extra: Vec<String> = result
+        .unused
+        .iter()
+        .map(|k| {
+            // Undo our remapping so the message shows the file's own key.
+            let k = k.replace(".attention.self_.", ".attention.self.");
+            if prefixed && !k.starts_with("bert.") && header.contains_key(&format!("bert.{k}")) {
+                format!("bert.{k}")
+            } else {
+                k
+            }
+        })
+        .filter(|k| !report.skipped_buffers.contains(k) && !report.ignored_heads.contains(k))
+        .collect();
+    if !extra.is_empty() {
+        return Err(checkpoint_error(
+            source,
+            format!(
+                "unexpected tensor{} {} (not a parameter of this BERT encoder)",
+                if extra.len() > 1 { "s" } else { "" },
+                quote_list(&extra)
+            ),
+        ));
+    }
+    report.applied = result.applied.len();
+    Ok(report)
+}
+
+fn quote_list(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BertConfig;
+    use burn::store::BurnToPyTorchAdapter;
+    use burn::tensor::Device;
+
+    /// Saves a model the way Hugging Face would: HF names, PyTorch layouts, with the
+    /// `position_ids` buffer, optionally under a `bert.` prefix.
+    fn hf_bytes(model: &BertModel, prefix: &str) -> Vec<u8> {
+        let mut store = SafetensorsStore::from_bytes(None)
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .with_key_remapping(r"\.attention\.self_\.", ".attention.self.");
+        if !prefix.is_empty() {
+            store = store.with_key_remapping("^", prefix);
+        }
+        model.save_into(&mut store).unwrap();
+        let bytes = store.get_bytes().unwrap();
+        add_tensor(
+            &bytes,
+            &format!("{prefix}embeddings.position_ids"),
+            "I64",
+            &[1, 4],
+            8,
+        )
+    }
+
+    /// Splits a safetensors file into (name → (dtype, shape, bytes)).
+    fn split(bytes: &[u8]) -> BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let data = &bytes[8 + n..];
+        read_header(bytes, "test")
+            .unwrap()
+            .into_iter()
+            .map(|(k, t)| {
+                (
+                    k,
+                    (
+                        t.dtype,
+                        t.shape,
+                        data[t.data_offsets.0..t.data_offsets.1].to_vec(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Writes tensors back as a well-formed safetensors file (contiguous data).
+    fn join(tensors: &BTreeMap<String, (String, Vec<usize>, Vec<u8>)>) -> Vec<u8> {
+        let mut header = serde_json::Map::new();
+        let mut data: Vec<u8> = Vec::new();
+        for (name, (dtype, shape, bytes)) in tensors {
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": dtype, "shape": shape,
+                                   "data_offsets": [data.len(), data.len() + bytes.len()]}),
+            );
+            data.extend(bytes);
+        }
+        let header = serde_json::to_vec(&header).unwrap();
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend(header);
+        out.extend(data);
+        out
+    }
+
+    /// Adds one tensor of zeros.
+    fn add_tensor(bytes: &[u8], name: &str, dtype: &str, shape: &[usize], width: usize) -> Vec<u8> {
+        let mut tensors = split(bytes);
+        let zeros = vec![0u8; shape.iter().product::<usize>() * width];
+        tensors.insert(name.into(), (dtype.into(), shape.to_vec(), zeros));
+        join(&tensors)
+    }
+
+    fn remove_tensor(bytes: &[u8], name: &str) -> Vec<u8> {
+        let mut tensors = split(bytes);
+        assert!(tensors.remove(name).is_some(), "{name} not in file");
+        join(&tensors)
+    }
+
+    fn outputs_equal(a: &BertModel, b: &BertModel) {
+        use crate::bert::BertInput;
+        use burn::tensor::{Int, Tensor, TensorData};
+        let device = Device::flex();
+        let ids =
+            Tensor::<2, Int>::from_data(TensorData::new(vec![2i64, 5, 6, 3], [1, 4]), &device);
+        let input = BertInput {
+            input_ids: ids.clone(),
+            token_type_ids: ids.zeros_like(),
+            attention_mask: ids.ones_like(),
+        };
+        let x = a.forward(input.clone()).last_hidden_state.into_data();
+        let y = b.forward(input).last_hidden_state.into_data();
+        x.assert_eq(&y, true);
+    }
+
+    #[test]
+    fn round_trips_both_layouts() {
+        let device = Device::flex();
+        let config = BertConfig::tiny(20);
+        let original = config.init(&device);
+        for prefix in ["", "bert."] {
+            let mut bytes = hf_bytes(&original, prefix);
+            if !prefix.is_empty() {
+                bytes = add_tensor(&bytes, "cls.predictions.bias", "F32", &[20], 4);
+            }
+            let mut loaded = config.init(&device);
+            let report = load_bert(&mut loaded, bytes, "model.safetensors").unwrap();
+            // 5 embedding tensors, 16 per layer, 2 in the pooler.
+            assert_eq!(report.applied, 5 + 2 * 16 + 2, "layout {prefix:?}");
+            assert_eq!(
+                report.skipped_buffers,
+                vec![format!("{prefix}embeddings.position_ids")]
+            );
+            assert!(!report.pooler_missing);
+            if !prefix.is_empty() {
+                assert_eq!(
+                    report.ignored_heads,
+                    vec!["cls.predictions.bias".to_string()]
+                );
+            }
+            outputs_equal(&original, &loaded);
+        }
+    }
+
+    #[test]
+    fn hf_names_use_weight_and_bias_in_files() {
+        let bytes = hf_bytes(&BertConfig::tiny(20).init(&Device::flex()), "");
+        let header = read_header(&bytes, "m").unwrap();
+        assert!(header.contains_key("encoder.layer.0.attention.self.query.weight"));
+        assert!(header.contains_key("embeddings.LayerNorm.weight"));
+        assert!(header.contains_key("encoder.layer.1.output.LayerNorm.bias"));
+        // PyTorch layout: Linear weights are [out, in].
+        assert_eq!(
+            header["encoder.layer.0.intermediate.dense.weight"].shape,
+            vec![32, 16]
+        );
+    }
+
+    #[test]
+    fn missing_tensor_is_named() {
+        let device = Device::flex();
+        let config = BertConfig::tiny(20);
+        let bytes = remove_tensor(
+            &hf_bytes(&config.init(&device), ""),
+            "encoder.layer.1.attention.self.key.bias",
+        );
+        let err = load_bert(&mut config.init(&device), bytes, "m.safetensors").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "m.safetensors: missing tensor 'encoder.layer.1.attention.self.key.bias'"
+        );
+    }
+
+    #[test]
+    fn pooler_may_be_absent() {
+        let device = Device::flex();
+        let config = BertConfig::tiny(20);
+        let mut bytes = hf_bytes(&config.init(&device), "");
+        bytes = remove_tensor(&bytes, "pooler.dense.weight");
+        bytes = remove_tensor(&bytes, "pooler.dense.bias");
+        let report = load_bert(&mut config.init(&device), bytes, "m").unwrap();
+        assert!(report.pooler_missing);
+    }
+
+    #[test]
+    fn extra_tensor_is_named() {
+        let device = Device::flex();
+        let config = BertConfig::tiny(20);
+        let bytes = add_tensor(
+            &hf_bytes(&config.init(&device), ""),
+            "encoder.layer.9.foo",
+            "F32",
+            &[3],
+            4,
+        );
+        let err = load_bert(&mut config.init(&device), bytes, "m")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unexpected tensor 'encoder.layer.9.foo'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_sizes_in_config_are_named() {
+        let device = Device::flex();
+        let bytes = hf_bytes(&BertConfig::tiny(20).init(&device), "");
+        let mut other = BertConfig::tiny(20);
+        other.intermediate_size = 40;
+        let err = load_bert(&mut other.init(&device), bytes, "m.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("m.safetensors: tensor 'encoder.layer."),
+            "{err}"
+        );
+        assert!(err.contains("shape"), "{err}");
+    }
+
+    #[test]
+    fn truncated_file_is_caught() {
+        let device = Device::flex();
+        let bytes = hf_bytes(&BertConfig::tiny(20).init(&device), "");
+        for cut in [4, 20, bytes.len() - 10] {
+            let err = load_bert(
+                &mut BertConfig::tiny(20).init(&device),
+                bytes[..cut].to_vec(),
+                "m",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("m: ")
+                    && (err.contains("truncated") || err.contains("not a safetensors")),
+                "{err}"
+            );
+        }
+        let mut garbage = bytes.clone();
+        garbage[8] = b'#'; // the header's opening brace
+        let err = load_bert(&mut BertConfig::tiny(20).init(&device), garbage, "m").unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+}

@@ -1,0 +1,22 @@
+//! Polytask core: a BERT encoder with Hugging Face parameter names, its tokenizer,
+//! checkpoint loading and pooling. Runs on any burn device chosen at run time, natively
+//! and in wasm; no filesystem, network or threads here.
+
+pub mod bert;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod pooling;
+pub mod sentence;
+pub mod tokenizer;
+
+pub use bert::{BertInput, BertModel, EncoderOutput};
+pub use checkpoint::LoadReport;
+pub use config::{Activation, BertConfig};
+pub use error::{Error, Result};
+pub use pooling::Pooling;
+pub use sentence::{ModelFiles, SentenceEncoder, cosine};
+pub use tokenizer::{Batch, Encoding, Tokenizer};
+
+/// Re-export of burn so that dependents use the exact same version.
+pub use burn;

@@ -1,0 +1,177 @@
+//! `core-train`: the Polytask command line.
+
+mod backend;
+mod bench;
+mod fetch;
+mod model_dir;
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use polytask_core::{Pooling, cosine};
+
+use backend::BackendChoice;
+
+#[derive(Parser)]
+#[command(
+    name = "core-train",
+    version,
+    about = "Polytask: multi-task and few-shot NLP on a shared BERT encoder"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download a Hugging Face model (config.json, tokenizer.json, model.safetensors).
+    FetchModel {
+        /// Hub model id.
+        #[arg(default_value = fetch::DEFAULT_MODEL)]
+        id: String,
+        /// Target directory (default: the cache, $POLYTASK_CACHE or ~/.cache/polytask).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Sentence embeddings (mean-pooled, L2-normalised) as JSON lines.
+    Embed {
+        /// Sentences; read one per line from stdin when none are given.
+        sentences: Vec<String>,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Pooling of token states.
+        #[arg(long, value_enum, default_value_t = PoolingArg::Mean)]
+        pooling: PoolingArg,
+        /// Keep vectors unnormalised.
+        #[arg(long)]
+        no_normalize: bool,
+        /// Print the cosine similarity of every pair instead of the vectors.
+        #[arg(long)]
+        cosine: bool,
+        /// Sentences per forward pass.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+    },
+    /// Throughput of the encoder: forward, and forward+backward, on synthetic batches.
+    BenchEncoder(bench::BenchArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// Model directory (default: all-MiniLM-L6-v2 in the cache, fetched if missing).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
+    /// Longest input in word pieces; longer text is truncated (with a notice).
+    #[arg(long)]
+    max_len: Option<usize>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PoolingArg {
+    Mean,
+    Cls,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::FetchModel { id, dir } => {
+            let dir = dir.unwrap_or_else(|| fetch::default_model_dir(&id));
+            fetch::fetch_model(&id, &dir)?;
+            Ok(())
+        }
+        Command::Embed {
+            sentences,
+            model,
+            pooling,
+            no_normalize,
+            cosine: pairs,
+            batch_size,
+        } => {
+            let sentences = if sentences.is_empty() {
+                read_stdin_lines()?
+            } else {
+                sentences
+            };
+            if sentences.is_empty() {
+                bail!("no sentences: give them as arguments or one per line on stdin");
+            }
+            let dir = model_dir::resolve(model.model.as_deref())?;
+            let selected = backend::select(model.backend)?;
+            eprintln!("backend: {}", selected.description);
+            let (mut encoder, _) = model_dir::load(&dir, &selected.device)?;
+            if let Some(max_len) = model.max_len {
+                encoder
+                    .tokenizer
+                    .set_max_len(max_len.min(encoder.config.max_position_embeddings))?;
+            }
+            let pooling = match pooling {
+                PoolingArg::Mean => Pooling::Mean,
+                PoolingArg::Cls => Pooling::Cls,
+            };
+            for (i, s) in sentences.iter().enumerate() {
+                if encoder.tokenizer.encode(s)?.truncated {
+                    eprintln!(
+                        "note: sentence {} is longer than {} word pieces and was truncated",
+                        i + 1,
+                        encoder.tokenizer.max_len()
+                    );
+                }
+            }
+            let vectors = encoder.embed(
+                &sentences,
+                pooling,
+                !no_normalize,
+                batch_size,
+                &selected.device,
+            )?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            if pairs {
+                for i in 0..vectors.len() {
+                    for j in i + 1..vectors.len() {
+                        let line = serde_json::json!({
+                            "a": sentences[i], "b": sentences[j],
+                            "cosine": cosine(&vectors[i], &vectors[j]),
+                        });
+                        writeln!(out, "{line}")?;
+                    }
+                }
+            } else {
+                for (text, v) in sentences.iter().zip(&vectors) {
+                    writeln!(out, "{}", serde_json::json!({"text": text, "embedding": v}))?;
+                }
+            }
+            Ok(())
+        }
+        Command::BenchEncoder(args) => bench::run(&args),
+    }
+}
+
+fn read_stdin_lines() -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.with_context(|| format!("stdin line {}: not UTF-8 text", n + 1))?;
+        if !line.trim().is_empty() {
+            lines.push(line);
+        }
+    }
+    Ok(lines)
+}

@@ -1,0 +1,37 @@
+// Debian's Chromium driven by playwright-core; never a downloaded browser.
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const require = createRequire(import.meta.url);
+const { chromium } = require('playwright-core');
+
+const BASE_FLAGS = [
+  '--headless', '--no-sandbox', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-quic',
+];
+
+/** `webgpu`: a software WebGPU adapter (SwiftShader); `cpu`: no WebGPU at all. */
+export async function launch(mode) {
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'polytask-chromium-'));
+  const args = [...BASE_FLAGS];
+  if (mode === 'webgpu') args.push('--enable-unsafe-webgpu');
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args,
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  return {
+    page,
+    errors,
+    close: async () => { await context.close(); fs.rmSync(userDataDir, { recursive: true, force: true }); },
+  };
+}
+
+export const ARTIFACTS = process.env.POLYTASK_ARTIFACTS ?? path.resolve('target/browser-artifacts');
+fs.mkdirSync(ARTIFACTS, { recursive: true });
