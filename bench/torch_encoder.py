@@ -86,9 +86,9 @@ def main():
 
     print(f"encoder {args.model} · batch {args.batch} × {args.seq} tokens · "
           f"{args.steps} timed steps after {args.warmup} warm-up")
-    print(f"{'backend':<44} {'mode':<17} {'ms/step':>10} {'tokens/s':>12}")
+    print(f"{'backend':<56} {'mode':<17} {'ms/step':>10} {'tokens/s':>12}")
     for b, mode, ms, tps in figures:
-        print(f"{b:<44} {mode:<17} {ms:>10.1f} {tps:>12.0f}")
+        print(f"{b:<56} {mode:<17} {ms:>10.1f} {tps:>12.0f}")
     if args.json:
         with open(args.json, "w") as f:
             for b, mode, ms, tps in figures:

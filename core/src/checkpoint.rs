@@ -129,6 +129,19 @@ pub fn hf_name(path: &str) -> String {
     }
 }
 
+/// A parameter's shape as PyTorch stores it: Linear weights are `[out, in]` there and
+/// `[in, out]` in burn.
+fn hf_shape(path: &str, shape: &[usize]) -> Vec<usize> {
+    let mut shape = shape.to_vec();
+    let linear = ["query", "key", "value", "dense"]
+        .iter()
+        .any(|m| path.ends_with(&format!(".{m}.weight")));
+    if linear {
+        shape.reverse();
+    }
+    shape
+}
+
 fn is_buffer(name: &str) -> bool {
     name.ends_with("position_ids") || name.ends_with("num_batches_tracked")
 }
@@ -173,8 +186,8 @@ pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<
                 "tensor '{}' has shape {:?}, the configuration expects {:?} \
                  (does config.json match this checkpoint?)",
                 hf_name(path),
-                found.as_slice(),
-                expected.as_slice()
+                hf_shape(path, found.as_slice()),
+                hf_shape(path, expected.as_slice())
             ),
             ApplyError::DTypeMismatch {
                 path,

@@ -111,7 +111,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
         // Forward + backward on an autodiff device (dropout on, as in training).
         let train_device = selected.device.clone().autodiff();
-        let model = encoder.model.clone().to_device(&train_device);
+        let model = encoder.model.clone().fork(&train_device).train();
         let input = synthetic_input(args.batch, args.seq, vocab, &train_device);
         let ms = time_steps(args, || {
             let out = model.forward(input.clone());
@@ -139,12 +139,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.warmup
     );
     println!(
-        "{:<44} {:<17} {:>10} {:>12}",
+        "{:<56} {:<17} {:>10} {:>12}",
         "backend", "mode", "ms/step", "tokens/s"
     );
     for f in &figures {
         println!(
-            "{:<44} {:<17} {:>10.1} {:>12.0}",
+            "{:<56} {:<17} {:>10.1} {:>12.0}",
             f.backend, f.mode, f.ms_per_step, f.tokens_per_s
         );
     }

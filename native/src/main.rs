@@ -115,8 +115,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             let dir = model_dir::resolve(model.model.as_deref())?;
             let selected = backend::select(model.backend)?;
-            eprintln!("backend: {}", selected.description);
             let (mut encoder, _) = model_dir::load(&dir, &selected.device)?;
+            eprintln!("backend: {}", selected.description);
             if let Some(max_len) = model.max_len {
                 encoder
                     .tokenizer
@@ -168,10 +168,8 @@ fn run(cli: Cli) -> Result<()> {
 fn read_stdin_lines() -> Result<Vec<String>> {
     let mut lines = Vec::new();
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = line.with_context(|| format!("stdin line {}: not UTF-8 text", n + 1))?;
-        if !line.trim().is_empty() {
-            lines.push(line);
-        }
+        // Every line is a sentence, blank ones too, so output line i answers input line i.
+        lines.push(line.with_context(|| format!("stdin line {}: not UTF-8 text", n + 1))?);
     }
     Ok(lines)
 }
