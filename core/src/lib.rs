@@ -5,6 +5,7 @@
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod pooling;
 pub mod sentence;
