@@ -345,6 +345,14 @@ mod tests {
         Device::flex()
     }
 
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
     fn input(ids: &[&[i64]], device: &Device) -> BertInput {
         let seq = ids.iter().map(|r| r.len()).max().unwrap();
         let mut flat = Vec::new();
@@ -392,11 +400,7 @@ mod tests {
             .narrow(1, 0, 3)
             .try_into_vec_as::<f32>()
             .unwrap();
-        let max_diff = a
-            .iter()
-            .zip(&p)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let max_diff = max_abs_diff(&a, &p);
         assert!(max_diff < 1e-5, "padding leaked into attention: {max_diff}");
         let pa = mean_pool(alone.last_hidden_state, alone.mask)
             .try_into_vec_as::<f32>()
@@ -405,11 +409,7 @@ mod tests {
             .narrow(0, 0, 1)
             .try_into_vec_as::<f32>()
             .unwrap();
-        let max_diff = pa
-            .iter()
-            .zip(&pp)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let max_diff = max_abs_diff(&pa, &pp);
         assert!(max_diff < 1e-5, "padding leaked into pooling: {max_diff}");
     }
 

@@ -216,11 +216,7 @@ pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<
     if !missing.is_empty() {
         return Err(checkpoint_error(
             source,
-            format!(
-                "missing tensor{} {}",
-                if missing.len() > 1 { "s" } else { "" },
-                quote_list(&missing)
-            ),
+            format!("missing {}", tensors(&missing)),
         ));
     }
     let extra: Vec<String> = result
@@ -241,9 +237,8 @@ pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<
         return Err(checkpoint_error(
             source,
             format!(
-                "unexpected tensor{} {} (not a parameter of this BERT encoder)",
-                if extra.len() > 1 { "s" } else { "" },
-                quote_list(&extra)
+                "unexpected {} (not a parameter of this BERT encoder)",
+                tensors(&extra)
             ),
         ));
     }
@@ -251,9 +246,15 @@ pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<
     Ok(report)
 }
 
-fn quote_list(names: &[String]) -> String {
+/// `tensor 'a'` or `tensors 'a', 'b' and 3 more`.
+fn tensors(names: &[String]) -> String {
     const SHOWN: usize = 5;
-    let mut s = names
+    let mut s = String::from(if names.len() > 1 {
+        "tensors "
+    } else {
+        "tensor "
+    });
+    s += &names
         .iter()
         .take(SHOWN)
         .map(|n| format!("'{n}'"))
