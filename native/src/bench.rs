@@ -72,10 +72,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let dir = model_dir::resolve(args.model.as_deref())?;
     let choices = if args.backends.is_empty() {
         let mut c = vec![BackendChoice::Cpu];
-        if backend::adapters()
-            .iter()
-            .any(|a| !matches!(a.device_type, burn::tensor::wgpu::wgpu::DeviceType::Cpu))
-        {
+        if backend::has_gpu() {
             c.push(BackendChoice::Wgpu);
         }
         c
