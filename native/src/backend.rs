@@ -37,6 +37,11 @@ fn is_gpu(info: &wgpu::AdapterInfo) -> bool {
     )
 }
 
+/// Whether wgpu sees a hardware GPU (software adapters such as llvmpipe do not count).
+pub fn has_gpu() -> bool {
+    adapters().iter().any(is_gpu)
+}
+
 fn cpu() -> Selected {
     Selected {
         device: Device::flex(),
