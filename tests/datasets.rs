@@ -93,3 +93,64 @@ fn generic_jsonl_round_trip_of_a_real_sample() {
         other => panic!("expected sentences, got {other:?}"),
     }
 }
+
+#[test]
+fn data_check_lists_every_problem_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(
+        &bad,
+        b"EU NNP B-NP B-ORG\nrejects VBZ O\nGerman JJ B-NP X-MISC\n\xff\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_core-train"))
+        .args(["data", "check", "--format", "conll"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    // Invalid UTF-8 is found first, with its line.
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: {}:4: invalid UTF-8 (byte 54 of the file)",
+            bad.display()
+        )
+    );
+
+    std::fs::write(
+        &bad,
+        "EU NNP B-NP B-ORG\nrejects VBZ O\nGerman JJ B-NP X-MISC\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_core-train"))
+        .args(["data", "check", "--format", "conll"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].ends_with("bad.txt:2: 3 columns, expected 4 (token ... tag)"),
+        "{err}"
+    );
+    assert!(
+        lines[1].ends_with("bad.txt:3: tag \"X-MISC\" is not O, B-TYPE or I-TYPE"),
+        "{err}"
+    );
+
+    let good = mirror().join("snips/valid");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_core-train"))
+        .args(["data", "check", "--format", "seq"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("ok (700 utterances")
+    );
+}

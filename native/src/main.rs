@@ -2,6 +2,7 @@
 
 mod backend;
 mod bench;
+mod data_cmd;
 mod fetch;
 mod model_dir;
 
@@ -58,6 +59,20 @@ enum Command {
     },
     /// Throughput of the encoder: forward, and forward+backward, on synthetic batches.
     BenchEncoder(bench::BenchArgs),
+    /// Datasets: check a file.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Validate a data file; every problem is listed as FILE:LINE: what is wrong.
+    Check {
+        /// The file (a directory for --format seq).
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        format: data_cmd::Format,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -84,6 +99,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Multi-line errors (a list of data problems) print one problem per line.
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
@@ -162,6 +178,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::BenchEncoder(args) => bench::run(&args),
+        Command::Data(DataCommand::Check { file, format }) => data_cmd::check(&file, format),
     }
 }
 

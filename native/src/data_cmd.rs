@@ -1,0 +1,91 @@
+//! `core-train data check FILE --format FORMAT`: validate a data file and list every
+//! problem as `FILE:LINE: what is wrong`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use polytask_core::data::{self, DataErrors, JsonlExamples};
+
+/// The formats `data check` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// CoNLL-2003 (`token POS chunk NER`, blank lines between sentences).
+    Conll,
+    /// A directory with line-aligned `seq.in`, `seq.out` and `label` (SNIPS, ATIS).
+    Seq,
+    /// CLINC150 `data_full.json` (every split in it is checked).
+    Clinc,
+    /// SST-2 TSV (`label<TAB>text` after a header).
+    Sst2,
+    /// JSON lines: `{"text", "label"}` or `{"tokens", "tags"}`.
+    Jsonl,
+}
+
+fn read_text(path: &Path) -> Result<(String, String)> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).with_context(|| format!("{name}: cannot read"))?;
+    let text = data::decode(&bytes, &name).map_err(report)?.to_string();
+    Ok((text, name))
+}
+
+fn report(errors: DataErrors) -> anyhow::Error {
+    anyhow::anyhow!("{errors}")
+}
+
+/// Checks `path`; prints a one-line summary on success, every problem on failure.
+pub fn check(path: &PathBuf, format: Format) -> Result<()> {
+    let summary = match format {
+        Format::Conll => {
+            let (text, name) = read_text(path)?;
+            let s = data::parse_conll(&text, &name).map_err(report)?;
+            format!(
+                "{} sentences, {} tokens",
+                s.len(),
+                s.iter().map(|e| e.tokens.len()).sum::<usize>()
+            )
+        }
+        Format::Seq => {
+            let [a, b, c] = ["seq.in", "seq.out", "label"].map(|f| read_text(&path.join(f)));
+            let (a, b, c) = (a?, b?, c?);
+            let (tokens, _) =
+                data::parse_seq_label((&a.0, &a.1), (&b.0, &b.1), (&c.0, &c.1)).map_err(report)?;
+            format!("{} utterances with intent and slot tags", tokens.len())
+        }
+        Format::Clinc => {
+            let (text, name) = read_text(path)?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{name}:{}: invalid JSON", 1))?;
+            let Some(splits) = value.as_object() else {
+                bail!("{name}: expected an object of splits");
+            };
+            let mut counts = Vec::new();
+            let mut problems = Vec::new();
+            for split in splits.keys() {
+                match data::parse_clinc(&text, &name, split) {
+                    Ok(v) => counts.push(format!("{split} {}", v.len())),
+                    Err(e) => problems.extend(e.0),
+                }
+            }
+            if !problems.is_empty() {
+                return Err(report(DataErrors(problems)));
+            }
+            counts.join(", ")
+        }
+        Format::Sst2 => {
+            let (text, name) = read_text(path)?;
+            format!(
+                "{} examples",
+                data::parse_sst2(&text, &name).map_err(report)?.len()
+            )
+        }
+        Format::Jsonl => {
+            let (text, name) = read_text(path)?;
+            match data::parse_jsonl(&text, &name).map_err(report)? {
+                JsonlExamples::Sentences(s) => format!("{} labelled sentences", s.len()),
+                JsonlExamples::Tokens(t) => format!("{} tagged sentences", t.len()),
+            }
+        }
+    };
+    println!("{}: ok ({summary})", path.display());
+    Ok(())
+}
