@@ -1,7 +1,7 @@
 //! `core-train data check FILE --format FORMAT`: validate a data file and list every
 //! problem as `FILE:LINE: what is wrong`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use polytask_core::data::{self, DataErrors, JsonlExamples};
@@ -33,7 +33,7 @@ fn report(errors: DataErrors) -> anyhow::Error {
 }
 
 /// Checks `path`; prints a one-line summary on success, every problem on failure.
-pub fn check(path: &PathBuf, format: Format) -> Result<()> {
+pub fn check(path: &Path, format: Format) -> Result<()> {
     let summary = match format {
         Format::Conll => {
             let (text, name) = read_text(path)?;
