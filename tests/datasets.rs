@@ -94,6 +94,15 @@ fn generic_jsonl_round_trip_of_a_real_sample() {
     }
 }
 
+/// Runs `core-train data check --format FORMAT PATH`.
+fn data_check(format: &str, path: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_core-train"))
+        .args(["data", "check", "--format", format])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn data_check_lists_every_problem_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,11 +112,7 @@ fn data_check_lists_every_problem_with_file_and_line() {
         b"EU NNP B-NP B-ORG\nrejects VBZ O\nGerman JJ B-NP X-MISC\n\xff\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_core-train"))
-        .args(["data", "check", "--format", "conll"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = data_check("conll", &bad);
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     // Invalid UTF-8 is found first, with its line.
@@ -124,11 +129,7 @@ fn data_check_lists_every_problem_with_file_and_line() {
         "EU NNP B-NP B-ORG\nrejects VBZ O\nGerman JJ B-NP X-MISC\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_core-train"))
-        .args(["data", "check", "--format", "conll"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = data_check("conll", &bad);
     let err = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 2, "{err}");
@@ -142,11 +143,7 @@ fn data_check_lists_every_problem_with_file_and_line() {
     );
 
     let good = mirror().join("snips/valid");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_core-train"))
-        .args(["data", "check", "--format", "seq"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = data_check("seq", &good);
     assert!(out.status.success());
     assert!(
         String::from_utf8(out.stdout)
