@@ -1,0 +1,369 @@
+//! The multi-task model: one shared BERT encoder, one classification head per task.
+//!
+//! ```text
+//! MultiTaskModel
+//! ├── bert: BertModel                      (shared; HF names, saved under `bert.`)
+//! ├── heads[t]: dropout → classifier       (Linear hidden → labels of task t)
+//! │     sentence task: pooled [batch, hidden]      → [batch, labels]
+//! │     token task:    states [batch, seq, hidden] → [batch, seq, labels]
+//! └── log_vars: [tasks]                    (only with uncertainty weighting)
+//! ```
+//!
+//! Sentence tasks pool the token states (masked mean by default, which is how
+//! all-MiniLM-L6-v2 was trained; `cls` uses HF's pooler, dense + tanh on [CLS]).
+//! The task list (names, kinds, label sets) travels with the model in `tasks.json`.
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::bert::{BertModel, EncoderOutput};
+use crate::config::BertConfig;
+use crate::error::{Error, Result};
+use crate::features::TrainBatch;
+use crate::loss::{LossWeighting, cross_entropy, joint_loss};
+use crate::pooling::mean_pool;
+use crate::task::{TaskKind, TaskSpec, validate_tasks};
+
+/// How a sentence task turns token states into one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SentencePooling {
+    /// Masked mean of the last layer (sentence-transformers' pooling).
+    #[default]
+    Mean,
+    /// HF's pooler: dense + tanh on the [CLS] state.
+    Cls,
+}
+
+/// Dropout then a linear classifier; works on `[batch, hidden]` and `[batch, seq, hidden]`.
+#[derive(Module, Debug)]
+pub struct ClassificationHead {
+    pub dropout: Dropout,
+    pub classifier: Linear,
+}
+
+impl ClassificationHead {
+    pub fn new(hidden: usize, num_labels: usize, dropout: f64, device: &Device) -> Self {
+        ClassificationHead {
+            dropout: DropoutConfig::new(dropout).init(),
+            classifier: LinearConfig::new(hidden, num_labels)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                })
+                .init(device),
+        }
+    }
+
+    /// `[..., hidden]` → `[..., labels]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.classifier.forward(self.dropout.forward(x))
+    }
+}
+
+/// Everything that defines the model apart from its weights (saved as `tasks.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiTaskSpec {
+    pub tasks: Vec<TaskSpec>,
+    #[serde(default)]
+    pub pooling: SentencePooling,
+    #[serde(default = "default_dropout")]
+    pub head_dropout: f64,
+    #[serde(default = "default_weighting")]
+    pub loss_weighting: LossWeighting,
+}
+
+fn default_dropout() -> f64 {
+    0.1
+}
+
+fn default_weighting() -> LossWeighting {
+    LossWeighting::Static
+}
+
+/// One shared encoder with a head per task.
+#[derive(Module, Debug)]
+pub struct MultiTaskModel {
+    pub bert: BertModel,
+    pub heads: Vec<ClassificationHead>,
+    /// Learned log-variances `s_t`, one per task, under uncertainty weighting.
+    pub log_vars: Option<Param<Tensor<1>>>,
+    #[module(skip)]
+    pub spec: MultiTaskSpec,
+}
+
+/// Per-task loss values of one step (for logging), plus the joint loss to differentiate.
+pub struct StepLoss {
+    pub joint: Tensor<1>,
+    /// `(task index, loss)` of each task in the batch.
+    pub per_task: Vec<(usize, Tensor<1>)>,
+}
+
+impl MultiTaskModel {
+    /// Heads freshly initialised on top of `bert`.
+    pub fn new(bert: BertModel, spec: MultiTaskSpec, device: &Device) -> Result<Self> {
+        validate_tasks(&spec.tasks)?;
+        let hidden = bert.hidden_size();
+        let heads = spec
+            .tasks
+            .iter()
+            .map(|t| ClassificationHead::new(hidden, t.num_labels(), spec.head_dropout, device))
+            .collect();
+        let log_vars = (spec.loss_weighting == LossWeighting::Uncertainty)
+            .then(|| Param::from_tensor(Tensor::zeros([spec.tasks.len()], device)));
+        Ok(MultiTaskModel {
+            bert,
+            heads,
+            log_vars,
+            spec,
+        })
+    }
+
+    /// A model with random weights, for a config (tests, or before loading a checkpoint).
+    pub fn init(config: &BertConfig, spec: MultiTaskSpec, device: &Device) -> Result<Self> {
+        Self::new(config.init(device), spec, device)
+    }
+
+    pub fn tasks(&self) -> &[TaskSpec] {
+        &self.spec.tasks
+    }
+
+    /// The index of the task called `name`.
+    pub fn task_index(&self, name: &str) -> Result<usize> {
+        self.spec
+            .tasks
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.spec.tasks.iter().map(|t| t.name.as_str()).collect();
+                Error::Input(format!("no task {name:?}; the model has {names:?}"))
+            })
+    }
+
+    /// The sentence vector a sentence task classifies. `[batch, hidden]`.
+    pub fn pooled(&self, enc: &EncoderOutput) -> Tensor<2> {
+        match self.spec.pooling {
+            SentencePooling::Mean => mean_pool(enc.last_hidden_state.clone(), enc.mask.clone()),
+            SentencePooling::Cls => self.bert.pooler.forward(enc.last_hidden_state.clone()),
+        }
+    }
+
+    /// Logits of sentence task `task`: `[batch, labels]`.
+    pub fn sentence_logits(&self, task: usize, enc: &EncoderOutput) -> Tensor<2> {
+        debug_assert_eq!(self.spec.tasks[task].kind, TaskKind::Sentence);
+        self.heads[task].forward(self.pooled(enc))
+    }
+
+    /// Logits of token task `task`: `[batch, seq, labels]`.
+    pub fn token_logits(&self, task: usize, enc: &EncoderOutput) -> Tensor<3> {
+        debug_assert_eq!(self.spec.tasks[task].kind, TaskKind::Token);
+        self.heads[task].forward(enc.last_hidden_state.clone())
+    }
+
+    /// Class probabilities of every task that applies to the batch: sentence tasks
+    /// `[batch, labels]` flattened, token tasks `[batch, seq, labels]` flattened.
+    pub fn probabilities(&self, task: usize, enc: &EncoderOutput) -> Tensor<2> {
+        match self.spec.tasks[task].kind {
+            TaskKind::Sentence => softmax(self.sentence_logits(task, enc), 1),
+            TaskKind::Token => {
+                let logits = self.token_logits(task, enc);
+                let [b, s, c] = logits.dims();
+                softmax(logits.reshape([b * s, c]), 1)
+            }
+        }
+    }
+
+    /// The loss of one batch for the tasks `tasks` (one task, or a sentence and a token task
+    /// of the same corpus). The batch must carry the targets of each.
+    pub fn step_loss(&self, batch: &TrainBatch, tasks: &[usize]) -> StepLoss {
+        let enc = self.bert.forward(batch.input.clone());
+        let mut per_task = Vec::with_capacity(tasks.len());
+        for &t in tasks {
+            let loss = match self.spec.tasks[t].kind {
+                TaskKind::Sentence => cross_entropy(
+                    self.sentence_logits(t, &enc),
+                    batch
+                        .sentence_targets
+                        .clone()
+                        .expect("a sentence task's batch carries sentence targets"),
+                ),
+                TaskKind::Token => {
+                    let logits = self.token_logits(t, &enc);
+                    let [b, s, c] = logits.dims();
+                    cross_entropy(
+                        logits.reshape([b * s, c]),
+                        batch
+                            .token_targets
+                            .clone()
+                            .expect("a token task's batch carries token targets"),
+                    )
+                }
+            };
+            per_task.push((t, loss));
+        }
+        let terms = per_task
+            .iter()
+            .map(|(t, loss)| {
+                let s = self.log_vars.as_ref().map(|lv| lv.val().narrow(0, *t, 1));
+                (self.spec.tasks[*t].weight, loss.clone(), s)
+            })
+            .collect();
+        StepLoss {
+            joint: joint_loss(terms),
+            per_task,
+        }
+    }
+}
+
+impl MultiTaskModel {
+    /// All weights as a safetensors file with Hugging Face names and PyTorch layouts
+    /// (`bert.encoder.layer.0.attention.self.query.weight`, `heads.0.classifier.weight`), so
+    /// the encoder part loads anywhere a `BertFor*` checkpoint does.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let mut store = SafetensorsStore::from_bytes(None)
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .with_key_remapping(r"\.attention\.self_\.", ".attention.self.");
+        self.save_into(&mut store)
+            .map_err(|e| Error::Input(format!("cannot serialise the model: {e}")))?;
+        store
+            .get_bytes()
+            .map_err(|e| Error::Input(format!("cannot serialise the model: {e}")))
+    }
+
+    /// Loads weights saved by [`to_safetensors`](Self::to_safetensors) into a model built
+    /// from the same [`MultiTaskSpec`] and config. Every parameter must be present with
+    /// its shape; anything missing, extra or mis-shaped is named.
+    pub fn load_safetensors(&mut self, bytes: Vec<u8>, source: &str) -> Result<()> {
+        let fail = |message: String| Error::Checkpoint {
+            file: source.into(),
+            message,
+        };
+        crate::checkpoint::read_header(&bytes, source)?;
+        let mut store = SafetensorsStore::from_bytes(Some(bytes))
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .with_key_remapping(r"\.attention\.self\.", ".attention.self_.")
+            .validate(false)
+            .allow_partial(true);
+        let result = self
+            .load_from(&mut store)
+            .map_err(|e| fail(format!("cannot read tensors: {e}")))?;
+        if let Some(e) = result.errors.first() {
+            return Err(fail(format!("{e:?}")));
+        }
+        if !result.missing.is_empty() {
+            let names: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
+            return Err(fail(format!(
+                "missing {} tensor(s) of this model: {:?} (was it saved with other tasks?)",
+                names.len(),
+                &names[..names.len().min(5)]
+            )));
+        }
+        if !result.unused.is_empty() {
+            return Err(fail(format!(
+                "{} tensor(s) that this model does not have: {:?}",
+                result.unused.len(),
+                &result.unused[..result.unused.len().min(5)]
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::features::{Encoded, collate};
+    use crate::tokenizer::Tokenizer;
+    use crate::tokenizer::tests::tiny_tokenizer_json;
+
+    pub(crate) fn two_task_spec(weighting: LossWeighting) -> MultiTaskSpec {
+        MultiTaskSpec {
+            tasks: vec![
+                TaskSpec {
+                    name: "sentiment".into(),
+                    kind: TaskKind::Sentence,
+                    labels: vec!["neg".into(), "pos".into()],
+                    weight: 1.0,
+                    out_of_scope: None,
+                },
+                TaskSpec {
+                    name: "tags".into(),
+                    kind: TaskKind::Token,
+                    labels: vec!["O".into(), "B-X".into(), "I-X".into()],
+                    weight: 1.0,
+                    out_of_scope: None,
+                },
+            ],
+            pooling: SentencePooling::Mean,
+            head_dropout: 0.0,
+            loss_weighting: weighting,
+        }
+    }
+
+    #[test]
+    fn shapes_of_both_heads() {
+        let d = Device::flex();
+        let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
+        let config = BertConfig::tiny(tok.vocab_size());
+        let model =
+            MultiTaskModel::init(&config, two_task_spec(LossWeighting::Static), &d).unwrap();
+        let a = Encoded::words(&tok, &["the", "movie"], Some(vec![0, 1]), Some(1)).unwrap();
+        let batch = collate(&[&a, &a], tok.pad_id(), &d).unwrap();
+        let enc = model.bert.forward(batch.input.clone());
+        assert_eq!(model.sentence_logits(0, &enc).dims(), [2, 2]);
+        assert_eq!(model.token_logits(1, &enc).dims(), [2, 4, 3]);
+        let p = model.probabilities(1, &enc);
+        let sums: Vec<f32> = p
+            .sum_dim(1)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .unwrap();
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
+        assert_eq!(model.task_index("tags").unwrap(), 1);
+        assert!(
+            model
+                .task_index("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("sentiment")
+        );
+    }
+
+    #[test]
+    fn weights_round_trip_and_mismatches_are_named() {
+        let d = Device::flex();
+        let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
+        let config = BertConfig::tiny(tok.vocab_size());
+        let spec = two_task_spec(LossWeighting::Uncertainty);
+        let model = MultiTaskModel::init(&config, spec.clone(), &d).unwrap();
+        let bytes = model.to_safetensors().unwrap();
+        let names = crate::checkpoint::read_header(&bytes, "m").unwrap();
+        assert!(names.contains_key("bert.encoder.layer.0.attention.self.query.weight"));
+        assert!(names.contains_key("heads.1.classifier.weight"));
+        assert!(names.contains_key("log_vars"));
+        let mut other = MultiTaskModel::init(&config, spec, &d).unwrap();
+        other.load_safetensors(bytes.clone(), "m").unwrap();
+        let a = Encoded::words(&tok, &["the", "movie"], Some(vec![0, 1]), Some(1)).unwrap();
+        let batch = collate(&[&a], tok.pad_id(), &d).unwrap();
+        let out = |m: &MultiTaskModel| -> Vec<f32> {
+            let enc = m.bert.forward(batch.input.clone());
+            m.probabilities(1, &enc)
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec()
+                .unwrap()
+        };
+        assert_eq!(out(&model), out(&other));
+        // The same file into a model with a different tag set: named, not a panic.
+        let mut spec3 = two_task_spec(LossWeighting::Uncertainty);
+        spec3.tasks[1].labels.push("B-Y".into());
+        let mut wrong = MultiTaskModel::init(&config, spec3, &d).unwrap();
+        let e = wrong.load_safetensors(bytes, "m.safetensors").unwrap_err();
+        assert!(e.to_string().starts_with("m.safetensors: "), "{e}");
+    }
+}
