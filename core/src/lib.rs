@@ -1,5 +1,6 @@
 //! Polytask core: a BERT encoder with Hugging Face parameter names, its tokenizer,
-//! checkpoint loading and pooling. Runs on any burn device chosen at run time, natively
+//! checkpoint loading and pooling; task heads, losses, samplers, AdamW and metrics for
+//! multi-task training. Runs on any burn device chosen at run time, natively
 //! and in wasm; no filesystem, network or threads here.
 
 pub mod bert;
@@ -7,9 +8,18 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod features;
+pub mod loss;
+pub mod metrics;
+pub mod multitask;
+pub mod optim;
 pub mod pooling;
+pub mod rng;
+pub mod sampler;
 pub mod sentence;
+pub mod task;
 pub mod tokenizer;
+pub mod trainer;
 
 pub use bert::{BertInput, BertModel, EncoderOutput};
 pub use checkpoint::LoadReport;

@@ -1,0 +1,272 @@
+//! One training step and batched inference, shared by the command line and the browser.
+//! The loop around them (data, schedule, checkpoints, progress) lives with the caller.
+
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::error::{Error, Result};
+use crate::features::{Encoded, collate, word_tags};
+use crate::multitask::MultiTaskModel;
+use crate::optim::{AdamW, StepStats};
+use crate::task::TaskKind;
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// The joint loss.
+    pub loss: f32,
+    /// `(task index, its loss)` for the tasks in the batch.
+    pub per_task: Vec<(usize, f32)>,
+    pub stats: StepStats,
+}
+
+/// A step whose loss was NaN or infinite: no update was applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFiniteLoss {
+    pub per_task: Vec<(usize, f32)>,
+}
+
+/// Forward, backward and an AdamW update on one batch for `tasks`. The model must live on
+/// an autodiff device and `items` carry the targets of each task. A non-finite loss leaves
+/// the model and the optimizer untouched and is returned as an error.
+pub fn train_step(
+    model: MultiTaskModel,
+    optimizer: &mut AdamW,
+    items: &[&Encoded],
+    tasks: &[usize],
+    lr: f64,
+    pad_id: u32,
+    device: &Device,
+) -> Result<(
+    MultiTaskModel,
+    std::result::Result<StepReport, NonFiniteLoss>,
+)> {
+    let batch = collate(items, pad_id, device)?;
+    let step = model.step_loss(&batch, tasks);
+    let per_task: Vec<(usize, f32)> = step
+        .per_task
+        .iter()
+        .map(|(t, l)| (*t, l.clone().into_scalar::<f32>()))
+        .collect();
+    let loss = step.joint.clone().into_scalar::<f32>();
+    if !loss.is_finite() || per_task.iter().any(|(_, l)| !l.is_finite()) {
+        return Ok((model, Err(NonFiniteLoss { per_task })));
+    }
+    let grads = step.joint.backward();
+    let (model, stats) = optimizer.step(model, grads, lr);
+    Ok((
+        model,
+        Ok(StepReport {
+            loss,
+            per_task,
+            stats,
+        }),
+    ))
+}
+
+/// Predictions of one task over a list of examples.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskPredictions {
+    /// Per example: the class and its probability.
+    Sentence(Vec<(usize, f32)>),
+    /// Per example: the tag of each word and its probability.
+    Token(Vec<Vec<(usize, f32)>>),
+}
+
+/// Argmax and its probability along the last axis: `[n, c]` → `([n], [n])` on the host.
+fn argmax_with_prob(probs: Tensor<2>) -> Result<Vec<(usize, f32)>> {
+    let [n, _] = probs.dims();
+    let best: Tensor<2, Int> = probs.clone().argmax(1);
+    let conf = probs.gather(1, best.clone()).reshape([n]);
+    let best: Vec<i64> = best
+        .reshape([n])
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec()
+        .map_err(|e| Error::Input(format!("reading predictions: {e:?}")))?;
+    let conf: Vec<f32> = conf
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .map_err(|e| Error::Input(format!("reading predictions: {e:?}")))?;
+    Ok(best.into_iter().map(|b| b as usize).zip(conf).collect())
+}
+
+/// Runs the model over `items` for each of `tasks` (batches of similar length, so little
+/// padding), returning predictions in the order of `items`. Token-task predictions are per
+/// word: the first word piece's tag, and the "outside" tag (index 0) for words truncated
+/// away.
+pub fn predict(
+    model: &MultiTaskModel,
+    items: &[Encoded],
+    tasks: &[usize],
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<TaskPredictions>> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].encoding.ids.len());
+    let mut sentence: Vec<Vec<(usize, f32)>> = vec![vec![(0, 0.0); items.len()]; tasks.len()];
+    let mut token: Vec<Vec<Vec<(usize, f32)>>> = vec![vec![Vec::new(); items.len()]; tasks.len()];
+    for chunk in order.chunks(batch_size.max(1)) {
+        let batch_items: Vec<&Encoded> = chunk.iter().map(|&i| &items[i]).collect();
+        let batch = collate(&batch_items, pad_id, device)?;
+        let enc = model.bert.forward(batch.input.clone());
+        for (k, &t) in tasks.iter().enumerate() {
+            let best = argmax_with_prob(model.probabilities(t, &enc))?;
+            match model.tasks()[t].kind {
+                TaskKind::Sentence => {
+                    for (row, &i) in chunk.iter().enumerate() {
+                        sentence[k][i] = best[row];
+                    }
+                }
+                TaskKind::Token => {
+                    let s = batch.seq_len;
+                    for (row, &i) in chunk.iter().enumerate() {
+                        let row_best = &best[row * s..(row + 1) * s];
+                        let tags: Vec<usize> = row_best.iter().map(|(c, _)| *c).collect();
+                        let words = word_tags(&tags, &items[i].first_pieces, 0);
+                        token[k][i] = words
+                            .iter()
+                            .zip(&items[i].first_pieces)
+                            .map(|(&tag, p)| (tag, p.map_or(0.0, |p| row_best[p].1)))
+                            .collect();
+                    }
+                }
+            }
+        }
+    }
+    Ok(tasks
+        .iter()
+        .enumerate()
+        .map(|(k, &t)| match model.tasks()[t].kind {
+            TaskKind::Sentence => TaskPredictions::Sentence(std::mem::take(&mut sentence[k])),
+            TaskKind::Token => TaskPredictions::Token(std::mem::take(&mut token[k])),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BertConfig;
+    use crate::loss::LossWeighting;
+    use crate::multitask::tests::two_task_spec;
+    use crate::optim::AdamWConfig;
+    use crate::tokenizer::Tokenizer;
+    use crate::tokenizer::tests::tiny_tokenizer_json;
+    use burn::module::Module;
+
+    fn data(tok: &Tokenizer) -> Vec<Encoded> {
+        let ex = |w: &[&str], tags: Vec<usize>, label: usize| {
+            Encoded::words(tok, w, Some(tags), Some(label)).unwrap()
+        };
+        vec![
+            ex(&["the", "movie", "is", "great"], vec![0, 1, 0, 0], 1),
+            ex(&["a", "film", "is", "so", "new"], vec![0, 1, 0, 0, 0], 1),
+            ex(&["the", "unbelievable", "film"], vec![0, 0, 1], 0),
+            ex(&["new", "movie", "!"], vec![1, 2, 0], 0),
+        ]
+    }
+
+    /// A tiny two-task model overfits one batch: both losses fall far below their start,
+    /// and then it predicts the training labels.
+    #[test]
+    fn tiny_two_task_model_overfits_a_batch() {
+        let device = Device::flex().autodiff();
+        device.seed(1);
+        let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
+        let config = BertConfig::tiny(tok.vocab_size());
+        for weighting in [LossWeighting::Static, LossWeighting::Uncertainty] {
+            let mut model = MultiTaskModel::init(&config, two_task_spec(weighting), &device)
+                .unwrap()
+                .fork(&device)
+                .train();
+            let items = data(&tok);
+            let refs: Vec<&Encoded> = items.iter().collect();
+            let mut opt = AdamW::new(AdamWConfig::default());
+            let mut first = None;
+            let mut last = None;
+            for _ in 0..150 {
+                let (m, report) =
+                    train_step(model, &mut opt, &refs, &[0, 1], 3e-3, tok.pad_id(), &device)
+                        .unwrap();
+                model = m;
+                let report = report.expect("finite loss");
+                first.get_or_insert(report.per_task.clone());
+                last = Some(report.per_task);
+            }
+            let (first, last) = (first.unwrap(), last.unwrap());
+            for k in 0..2 {
+                assert!(
+                    last[k].1 < 0.2 * first[k].1,
+                    "{weighting:?} task {k}: loss {} → {}",
+                    first[k].1,
+                    last[k].1
+                );
+            }
+            let model = model.valid();
+            let preds = predict(&model, &items, &[0, 1], 3, tok.pad_id(), &Device::flex()).unwrap();
+            let TaskPredictions::Sentence(s) = &preds[0] else {
+                panic!()
+            };
+            assert_eq!(s.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 1, 0, 0]);
+            let TaskPredictions::Token(t) = &preds[1] else {
+                panic!()
+            };
+            let tags: Vec<Vec<usize>> = t.iter().map(|w| w.iter().map(|p| p.0).collect()).collect();
+            let gold: Vec<Vec<usize>> =
+                items.iter().map(|e| e.word_tags.clone().unwrap()).collect();
+            assert_eq!(tags, gold);
+        }
+    }
+
+    #[test]
+    fn non_finite_loss_leaves_the_model_untouched() {
+        let device = Device::flex().autodiff();
+        let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
+        let config = BertConfig::tiny(tok.vocab_size());
+        let mut spec = two_task_spec(LossWeighting::Static);
+        spec.tasks[0].weight = f32::INFINITY;
+        // validate_tasks refuses infinite weights; build the model then poison the spec.
+        let mut ok_spec = spec.clone();
+        ok_spec.tasks[0].weight = 1.0;
+        let mut model = MultiTaskModel::init(&config, ok_spec, &device)
+            .unwrap()
+            .fork(&device);
+        model.spec = spec;
+        let weights = |m: &MultiTaskModel| -> Vec<f32> {
+            let mut v: Vec<f32> = m.heads[0]
+                .classifier
+                .weight
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec()
+                .unwrap();
+            let w: Vec<f32> = m.bert.encoder.layer[0]
+                .attention
+                .self_
+                .query
+                .weight
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec()
+                .unwrap();
+            v.extend(w);
+            v
+        };
+        let before = weights(&model);
+        let items = data(&tok);
+        let refs: Vec<&Encoded> = items.iter().collect();
+        let mut opt = AdamW::new(AdamWConfig::default());
+        let (model, report) =
+            train_step(model, &mut opt, &refs, &[0, 1], 1e-3, tok.pad_id(), &device).unwrap();
+        assert!(report.is_err());
+        assert_eq!(opt.step, 0);
+        assert!(
+            weights(&model) == before,
+            "weights changed after a non-finite loss"
+        );
+    }
+}
