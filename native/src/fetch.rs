@@ -180,8 +180,21 @@ fn copy_to_file_atomic(
     label: &str,
 ) -> Result<()> {
     let part = part_path(dest);
+    copy_with_progress(reader, &part, expected_len, label)?;
+    fs::rename(&part, dest).with_context(|| format!("cannot rename to {}", dest.display()))?;
+    Ok(())
+}
+
+/// Copies `reader` into the file `part` (created or truncated), with a progress bar; an
+/// error when `expected_len` is known and a different number of bytes arrived.
+pub(crate) fn copy_with_progress(
+    reader: &mut dyn Read,
+    part: &Path,
+    expected_len: Option<u64>,
+    label: &str,
+) -> Result<()> {
     let mut out =
-        File::create(&part).with_context(|| format!("cannot create {}", part.display()))?;
+        File::create(part).with_context(|| format!("cannot create {}", part.display()))?;
     let bar = match expected_len {
         Some(n) => ProgressBar::new(n).with_style(
             ProgressStyle::with_template(
@@ -214,11 +227,10 @@ fn copy_to_file_atomic(
     {
         bail!("incomplete: got {written} of {n} bytes");
     }
-    fs::rename(&part, dest).with_context(|| format!("cannot rename to {}", dest.display()))?;
     Ok(())
 }
 
-fn part_path(dest: &Path) -> PathBuf {
+pub(crate) fn part_path(dest: &Path) -> PathBuf {
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
     name.push(".part");
     dest.with_file_name(name)
