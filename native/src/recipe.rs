@@ -1,0 +1,417 @@
+//! Training recipes: TOML files (`recipes/*.toml`) that say which model, which tasks on
+//! which data, and how to train. Every field is documented in `recipes/README.md`; unknown
+//! fields are errors (a typo never silently falls back to a default).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use polytask_core::loss::LossWeighting;
+use polytask_core::multitask::SentencePooling;
+use polytask_core::sampler::TaskSampling;
+use serde::{Deserialize, Serialize};
+
+/// The recipe `core-train` runs when called without arguments.
+pub const DEFAULT_RECIPE: &str = include_str!("../../recipes/default.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Short name; the default output directory is `runs/NAME`.
+    pub name: String,
+    #[serde(default)]
+    pub model: ModelSection,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(rename = "task")]
+    pub tasks: Vec<TaskSection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Hub id of the pretrained encoder (fetched into the cache when missing).
+    #[serde(default = "default_model")]
+    pub pretrained: String,
+    /// A local model directory instead (config.json, tokenizer.json, model.safetensors).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub pooling: SentencePooling,
+    #[serde(default = "default_dropout")]
+    pub head_dropout: f64,
+    /// Longest input in word pieces.
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection {
+            pretrained: default_model(),
+            path: None,
+            pooling: SentencePooling::Mean,
+            head_dropout: default_dropout(),
+            max_len: default_max_len(),
+        }
+    }
+}
+
+fn default_model() -> String {
+    crate::fetch::DEFAULT_MODEL.to_string()
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_max_len() -> usize {
+    128
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    Proportional,
+    Temperature,
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Passes over the (sub-sampled) training data; one epoch = Σ_sources ⌈n / batch⌉ steps.
+    #[serde(default = "default_epochs")]
+    pub epochs: f64,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Fraction of all steps spent warming up linearly.
+    #[serde(default = "default_warmup")]
+    pub warmup_ratio: f64,
+    #[serde(default = "default_wd")]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm (0: off).
+    #[serde(default = "default_clip")]
+    pub max_grad_norm: f64,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default = "default_sampling")]
+    pub sampling: Sampling,
+    /// α of temperature sampling, p_t ∝ n_t^α.
+    #[serde(default = "default_alpha")]
+    pub temperature_alpha: f64,
+    #[serde(default = "default_weighting")]
+    pub loss_weighting: LossWeighting,
+    /// Evaluate on dev every this many steps (0: once per epoch).
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Save the resumable checkpoint every this many steps (0: at each evaluation only).
+    #[serde(default = "default_ckpt")]
+    pub checkpoint_every: u64,
+    /// Dev metric that picks the best checkpoint: `mean` (of every task's main metric) or
+    /// `TASK.METRIC` (e.g. `ner.f1`, `intent.accuracy`).
+    #[serde(default = "default_select")]
+    pub select_metric: String,
+    /// Batch size for evaluation.
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+fn default_epochs() -> f64 {
+    3.0
+}
+fn default_batch() -> usize {
+    32
+}
+fn default_lr() -> f64 {
+    5e-5
+}
+fn default_warmup() -> f64 {
+    0.1
+}
+fn default_wd() -> f64 {
+    0.01
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_sampling() -> Sampling {
+    Sampling::Proportional
+}
+fn default_alpha() -> f64 {
+    0.5
+}
+fn default_weighting() -> LossWeighting {
+    LossWeighting::Static
+}
+fn default_ckpt() -> u64 {
+    200
+}
+fn default_select() -> String {
+    "mean".into()
+}
+fn default_eval_batch() -> usize {
+    64
+}
+
+/// Which dataset a task reads, and which of its columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetName {
+    Clinc150,
+    Snips,
+    Atis,
+    Conll2003,
+    Sst2,
+    /// The generic JSON-lines format; `train`, `dev` and `test` give the files.
+    Jsonl,
+}
+
+impl DatasetName {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DatasetName::Clinc150 => "clinc150",
+            DatasetName::Snips => "snips",
+            DatasetName::Atis => "atis",
+            DatasetName::Conll2003 => "conll2003",
+            DatasetName::Sst2 => "sst2",
+            DatasetName::Jsonl => "jsonl",
+        }
+    }
+}
+
+/// For SNIPS and ATIS: the intent (sentence task) or the slots (token task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Column {
+    Intent,
+    Slots,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSection {
+    /// Unique task name (used in metrics, checkpoints and `predict` output).
+    pub name: String,
+    pub dataset: DatasetName,
+    /// SNIPS/ATIS only: `intent` or `slots`.
+    #[serde(default)]
+    pub column: Option<Column>,
+    /// λ_t in the joint loss.
+    #[serde(default = "one")]
+    pub weight: f32,
+    /// Use at most this many training examples (a seeded random subset; 0: all).
+    #[serde(default)]
+    pub max_train: usize,
+    /// Evaluate on at most this many dev/test examples (a seeded random subset; 0: all).
+    #[serde(default)]
+    pub max_eval: usize,
+    /// CLINC150: train and evaluate with the out-of-scope examples as class `oos`.
+    #[serde(default = "yes")]
+    pub include_oos: bool,
+    /// JSON-lines files (dataset = "jsonl"); relative paths are from the recipe's folder.
+    #[serde(default)]
+    pub train: Option<PathBuf>,
+    #[serde(default)]
+    pub dev: Option<PathBuf>,
+    #[serde(default)]
+    pub test: Option<PathBuf>,
+}
+
+fn one() -> f32 {
+    1.0
+}
+fn yes() -> bool {
+    true
+}
+
+impl Recipe {
+    /// Parses and checks a recipe; `file` names it in errors. Relative paths are resolved
+    /// against `base`.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Self> {
+        let mut recipe: Recipe = toml::from_str(text).map_err(|e| {
+            // toml's message carries the line, column and field.
+            anyhow::anyhow!("{file}: {e}")
+        })?;
+        recipe.check(file)?;
+        for t in &mut recipe.tasks {
+            for p in [&mut t.train, &mut t.dev, &mut t.test]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        if let Some(p) = &mut recipe.model.path
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
+        Ok(recipe)
+    }
+
+    /// Reads a recipe file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the recipe", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        Self::parse(&text, &path.display().to_string(), &base)
+    }
+
+    fn check(&self, file: &str) -> Result<()> {
+        let t = &self.train;
+        if self.tasks.is_empty() {
+            bail!("{file}: no [[task]]; a recipe trains at least one task");
+        }
+        let positive = [
+            ("train.batch_size", t.batch_size as f64),
+            ("train.eval_batch_size", t.eval_batch_size as f64),
+            ("train.lr", t.lr),
+            ("train.epochs", t.epochs),
+            ("model.max_len", self.model.max_len as f64),
+        ];
+        for (field, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{file}: {field} must be > 0, got {v}");
+            }
+        }
+        if !(0.0..1.0).contains(&t.warmup_ratio) {
+            bail!(
+                "{file}: train.warmup_ratio must be in [0, 1), got {}",
+                t.warmup_ratio
+            );
+        }
+        if !(0.0..=1.0).contains(&self.model.head_dropout) {
+            bail!(
+                "{file}: model.head_dropout must be in [0, 1], got {}",
+                self.model.head_dropout
+            );
+        }
+        if t.sampling == Sampling::Temperature
+            && (t.temperature_alpha.is_nan() || t.temperature_alpha <= 0.0)
+        {
+            bail!(
+                "{file}: train.temperature_alpha must be > 0, got {}",
+                t.temperature_alpha
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for task in &self.tasks {
+            let where_ = format!("{file}: task {:?}", task.name);
+            if !names.insert(task.name.as_str()) {
+                bail!("{where_}: the name is used twice");
+            }
+            let needs_column = matches!(task.dataset, DatasetName::Snips | DatasetName::Atis);
+            match (needs_column, task.column) {
+                (true, None) => bail!(
+                    "{where_}: dataset {} needs column = \"intent\" or \"slots\"",
+                    task.dataset.as_str()
+                ),
+                (false, Some(_)) => bail!("{where_}: column applies only to snips and atis"),
+                _ => {}
+            }
+            let is_jsonl = task.dataset == DatasetName::Jsonl;
+            if is_jsonl && (task.train.is_none() || task.dev.is_none()) {
+                bail!(
+                    "{where_}: dataset jsonl needs train = \"FILE\" and dev = \"FILE\" (test optional)"
+                );
+            }
+            if !is_jsonl && (task.train.is_some() || task.dev.is_some() || task.test.is_some()) {
+                bail!("{where_}: train/dev/test files apply only to dataset = \"jsonl\"");
+            }
+            if !(task.weight.is_finite() && task.weight >= 0.0) {
+                bail!("{where_}: weight must be ≥ 0, got {}", task.weight);
+            }
+        }
+        if t.select_metric != "mean" {
+            let Some((task, _)) = t.select_metric.split_once('.') else {
+                bail!(
+                    "{file}: train.select_metric must be \"mean\" or \"TASK.METRIC\", got {:?}",
+                    t.select_metric
+                );
+            };
+            if !names.contains(task) {
+                bail!(
+                    "{file}: train.select_metric names task {task:?}, which the recipe does not have"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The task sampling strategy.
+    pub fn sampling(&self) -> TaskSampling {
+        match self.train.sampling {
+            Sampling::Proportional => TaskSampling::Proportional,
+            Sampling::Temperature => TaskSampling::Temperature {
+                alpha: self.train.temperature_alpha,
+            },
+            Sampling::RoundRobin => TaskSampling::RoundRobin,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recipes_in_the_repo_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Recipe::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "expected the recipes in {}", dir.display());
+        Recipe::parse(DEFAULT_RECIPE, "default", Path::new(".")).unwrap();
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let base = "name = \"x\"\n[[task]]\nname = \"a\"\ndataset = \"sst2\"\n";
+        let e = Recipe::parse(&format!("{base}wieght = 2\n"), "r.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("r.toml") && e.contains("wieght"), "{e}");
+        let e = Recipe::parse(
+            &format!("{base}[train]\nlr = -1\n"),
+            "r.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("train.lr must be > 0, got -1"), "{e}");
+        let e = Recipe::parse(
+            "name = \"x\"\n[[task]]\nname = \"a\"\ndataset = \"snips\"\n",
+            "r.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("needs column"), "{e}");
+        let e = Recipe::parse(
+            &format!("{base}[train]\nselect_metric = \"b.f1\"\n"),
+            "r.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("\"b\""), "{e}");
+    }
+}
