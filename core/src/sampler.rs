@@ -78,25 +78,43 @@ impl TaskSampler {
     }
 }
 
-/// Batches of example indices for one task: a fresh seeded shuffle every epoch, the last
-/// short batch of an epoch kept. The permutation of epoch `e` depends only on the seed and
-/// `e`, so the state is `(epoch, position)`.
+/// Batches of example indices for one corpus, reshuffled every epoch with the seed.
+///
+/// With lengths given ([`BatchCursor::bucketed`]) batches hold examples of similar length,
+/// so that little compute goes to padding: each epoch, the shuffled examples are cut into
+/// pools of 50 batches, each pool is sorted by length and cut into batches, and the order
+/// of all batches is shuffled again (the "bucket iterator" of fairseq/AllenNLP). The batches
+/// of epoch `e` depend only on the seed and `e`, so the state is `(epoch, position)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchCursor {
     n: usize,
     batch_size: usize,
     seed: u64,
     epoch: u64,
+    /// Index of the next batch of this epoch.
     position: usize,
+    /// Length of each example (empty: no bucketing).
+    #[serde(default)]
+    lengths: Vec<u32>,
     #[serde(skip)]
-    order: Vec<usize>,
+    batches: Vec<Vec<usize>>,
 }
 
+/// Batches per sorting pool.
+const POOL_BATCHES: usize = 50;
+
 impl BatchCursor {
+    /// Plain shuffled batches.
     pub fn new(n: usize, batch_size: usize, seed: u64) -> Self {
+        Self::bucketed(vec![0; n], batch_size, seed)
+    }
+
+    /// Shuffled batches of examples of similar `lengths`.
+    pub fn bucketed(lengths: Vec<u32>, batch_size: usize, seed: u64) -> Self {
+        let n = lengths.len();
         assert!(
             n > 0 && batch_size > 0,
-            "BatchCursor needs n > 0 and batch_size > 0"
+            "BatchCursor needs examples and batch_size > 0"
         );
         let mut c = BatchCursor {
             n,
@@ -104,15 +122,34 @@ impl BatchCursor {
             seed,
             epoch: 0,
             position: 0,
-            order: Vec::new(),
+            lengths,
+            batches: Vec::new(),
         };
-        c.shuffle();
+        c.plan();
         c
     }
 
-    fn shuffle(&mut self) {
-        self.order = (0..self.n).collect();
-        Rng::derive(self.seed, self.epoch).shuffle(&mut self.order);
+    /// The batches of the current epoch.
+    fn plan(&mut self) {
+        let mut rng = Rng::derive(self.seed, self.epoch);
+        let mut order: Vec<usize> = (0..self.n).collect();
+        rng.shuffle(&mut order);
+        let bucketing = self.lengths.iter().any(|&l| l != self.lengths[0]);
+        if !bucketing {
+            self.batches = order
+                .chunks(self.batch_size)
+                .map(<[usize]>::to_vec)
+                .collect();
+            return;
+        }
+        let mut batches: Vec<Vec<usize>> = Vec::new();
+        for pool in order.chunks(self.batch_size * POOL_BATCHES) {
+            let mut pool = pool.to_vec();
+            pool.sort_by_key(|&i| self.lengths[i]);
+            batches.extend(pool.chunks(self.batch_size).map(<[usize]>::to_vec));
+        }
+        rng.shuffle(&mut batches);
+        self.batches = batches;
     }
 
     /// Completed passes over the data.
@@ -120,20 +157,24 @@ impl BatchCursor {
         self.epoch
     }
 
+    /// Batches per epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.n.div_ceil(self.batch_size)
+    }
+
     /// The next batch of indices.
     pub fn next_batch(&mut self) -> Vec<usize> {
-        if self.order.len() != self.n {
-            // Restored from a checkpoint: the permutation is recomputed, not stored.
-            self.shuffle();
+        if self.batches.is_empty() {
+            // Restored from a checkpoint: the plan is recomputed, not stored.
+            self.plan();
         }
-        if self.position >= self.n {
+        if self.position >= self.batches.len() {
             self.epoch += 1;
             self.position = 0;
-            self.shuffle();
+            self.plan();
         }
-        let end = (self.position + self.batch_size).min(self.n);
-        let batch = self.order[self.position..end].to_vec();
-        self.position = end;
+        let batch = self.batches[self.position].clone();
+        self.position += 1;
         batch
     }
 }
@@ -214,6 +255,51 @@ mod tests {
         }
         assert_eq!(c.epoch(), 1);
         assert_ne!(first, second, "epochs are shuffled differently");
+    }
+
+    #[test]
+    fn bucketed_batches_cover_the_data_and_group_similar_lengths() {
+        let lengths: Vec<u32> = (0..1000).map(|i| (i * 7919 % 100) as u32 + 1).collect();
+        let mut c = BatchCursor::bucketed(lengths.clone(), 10, 4);
+        let mut seen = Vec::new();
+        let mut spread = 0u32;
+        for _ in 0..c.batches_per_epoch() {
+            let b = c.next_batch();
+            let (lo, hi) = (
+                b.iter().map(|&i| lengths[i]).min().unwrap(),
+                b.iter().map(|&i| lengths[i]).max().unwrap(),
+            );
+            spread += hi - lo;
+            seen.extend(b);
+        }
+        assert_eq!(c.epoch(), 0);
+        seen.sort();
+        assert_eq!(
+            seen,
+            (0..1000).collect::<Vec<_>>(),
+            "every example once per epoch"
+        );
+        // Random batches of 10 lengths in 1..=100 span ~80 on average; pools of 500
+        // sorted by length span ~2.
+        let mean = spread as f64 / 100.0;
+        assert!(mean < 10.0, "mean length spread within a batch {mean}");
+        // Batches come in a shuffled order, not sorted by length.
+        let firsts: Vec<u32> = (0..20).map(|_| lengths[c.next_batch()[0]]).collect();
+        assert!(firsts.windows(2).any(|w| w[0] > w[1]), "{firsts:?}");
+    }
+
+    #[test]
+    fn bucketed_cursor_restores_exactly() {
+        let lengths: Vec<u32> = (0..97).map(|i| (i * 31 % 17) as u32).collect();
+        let mut c = BatchCursor::bucketed(lengths, 8, 2);
+        for _ in 0..17 {
+            c.next_batch();
+        }
+        let saved = serde_json::to_string(&c).unwrap();
+        let a: Vec<Vec<usize>> = (0..30).map(|_| c.next_batch()).collect();
+        let mut r: BatchCursor = serde_json::from_str(&saved).unwrap();
+        let b: Vec<Vec<usize>> = (0..30).map(|_| r.next_batch()).collect();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -402,11 +402,22 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             step: 0,
             total_steps,
             sampler: TaskSampler::new(recipe.sampling(), &sizes, t.seed),
-            cursors: sizes
+            // Batches of similar length: far less padding (CoNLL sentences run from 1 to
+            // 100+ word pieces).
+            cursors: data
                 .iter()
                 .enumerate()
-                .map(|(k, &n)| {
-                    BatchCursor::new(n, t.batch_size, t.seed.wrapping_add(1000 + k as u64))
+                .map(|(k, src)| {
+                    let lengths = src
+                        .train
+                        .iter()
+                        .map(|e| e.encoding.ids.len() as u32)
+                        .collect();
+                    BatchCursor::bucketed(
+                        lengths,
+                        t.batch_size,
+                        t.seed.wrapping_add(1000 + k as u64),
+                    )
                 })
                 .collect(),
             best: None,
