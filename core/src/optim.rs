@@ -28,6 +28,14 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
     /// Clip the global L2 norm of all gradients to this value (`None`: no clipping).
     pub max_grad_norm: Option<f64>,
+    /// Learning-rate multiplier of the task heads (parameters under `heads.`), which start
+    /// from scratch while the encoder is pretrained.
+    #[serde(default = "one")]
+    pub head_lr_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for AdamWConfig {
@@ -38,6 +46,7 @@ impl Default for AdamWConfig {
             eps: 1e-8,
             weight_decay: 0.01,
             max_grad_norm: Some(1.0),
+            head_lr_scale: 1.0,
         }
     }
 }
@@ -146,8 +155,13 @@ impl ModuleMapper for UpdateMapper<'_> {
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2 = 1.0 - c.beta2.powi(t);
         let update = (m.clone() / bc1) / ((v.clone() / bc2).sqrt() + c.eps);
+        let lr = if path.starts_with("heads.") {
+            self.lr * c.head_lr_scale
+        } else {
+            self.lr
+        };
         let decay = if decays(&path) {
-            self.lr * c.weight_decay
+            lr * c.weight_decay
         } else {
             0.0
         };
@@ -155,7 +169,7 @@ impl ModuleMapper for UpdateMapper<'_> {
         if decay != 0.0 {
             flat = flat * (1.0 - decay);
         }
-        let new = (flat - update * self.lr).reshape(shape);
+        let new = (flat - update * lr).reshape(shape);
         self.moments.insert(path, (m, v));
         self.updated += 1;
         let mut new = Tensor::from_inner(new);
@@ -430,6 +444,48 @@ mod tests {
             assert!((after_ln[i] - want).abs() < 1e-6);
         }
         assert!(model.dense.weight.val().is_require_grad());
+    }
+
+    #[derive(Module, Debug)]
+    struct WithHead {
+        dense: Linear,
+        heads: Vec<Linear>,
+    }
+
+    #[test]
+    fn heads_take_their_own_learning_rate() {
+        let d = Device::flex().autodiff();
+        let model = WithHead {
+            dense: LinearConfig::new(3, 2).init(&d),
+            heads: vec![LinearConfig::new(2, 1).with_bias(false).init(&d)],
+        };
+        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, -2.0, 0.5], [1, 3]), &d);
+        let g = model.heads[0]
+            .forward(model.dense.forward(x))
+            .sum()
+            .backward();
+        let gh = values(model.heads[0].weight.grad(&g).unwrap());
+        let gd = values(model.dense.weight.grad(&g).unwrap());
+        let (bh, bd) = (
+            values(model.heads[0].weight.val().inner()),
+            values(model.dense.weight.val().inner()),
+        );
+        let mut opt = AdamW::new(AdamWConfig {
+            weight_decay: 0.0,
+            max_grad_norm: None,
+            head_lr_scale: 10.0,
+            ..Default::default()
+        });
+        let (model, _) = opt.step(model, g, 0.01);
+        // First Adam step moves each weight by lr·sign(g): 0.1 for the head, 0.01 elsewhere.
+        let ah = values(model.heads[0].weight.val().inner());
+        let ad = values(model.dense.weight.val().inner());
+        for i in 0..ah.len() {
+            assert!((ah[i] - (bh[i] - 0.1 * gh[i].signum())).abs() < 1e-6);
+        }
+        for i in 0..ad.len() {
+            assert!((ad[i] - (bd[i] - 0.01 * gd[i].signum())).abs() < 1e-6);
+        }
     }
 
     #[test]

@@ -155,6 +155,7 @@ fn run(cli: Cli) -> Result<()> {
                 mirror: None,
             },
             max_steps: None,
+            epochs: None,
             log_every: 10,
         };
         return train_cmd::run(&args);

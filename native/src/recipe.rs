@@ -90,6 +90,9 @@ pub struct TrainSection {
     pub warmup_ratio: f64,
     #[serde(default = "default_wd")]
     pub weight_decay: f64,
+    /// Learning-rate multiplier of the task heads (they start from scratch).
+    #[serde(default = "one_f64")]
+    pub head_lr_scale: f64,
     /// Clip the global gradient norm (0: off).
     #[serde(default = "default_clip")]
     pub max_grad_norm: f64,
@@ -139,6 +142,9 @@ fn default_wd() -> f64 {
     0.01
 }
 fn default_clip() -> f64 {
+    1.0
+}
+fn one_f64() -> f64 {
     1.0
 }
 fn default_seed() -> u64 {
@@ -279,6 +285,7 @@ impl Recipe {
             ("train.batch_size", t.batch_size as f64),
             ("train.eval_batch_size", t.eval_batch_size as f64),
             ("train.lr", t.lr),
+            ("train.head_lr_scale", t.head_lr_scale),
             ("train.epochs", t.epochs),
             ("model.max_len", self.model.max_len as f64),
         ];

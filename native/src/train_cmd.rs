@@ -60,6 +60,10 @@ pub struct TrainArgs {
     /// Stop after this many steps in all (saving OUT/last), e.g. to split a run in parts.
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// Override the recipe's train.epochs (e.g. a 1-epoch run of a full recipe on a CPU);
+    /// the checkpoint records the recipe as run.
+    #[arg(long)]
+    pub epochs: Option<f64>,
     /// Write a training line to metrics.jsonl every this many steps.
     #[arg(long, default_value_t = 10)]
     pub log_every: u64,
@@ -293,7 +297,7 @@ impl std::error::Error for Interrupted {}
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
-    let recipe = match &args.recipe {
+    let mut recipe = match &args.recipe {
         Some(path) => Recipe::load(path)?,
         None => Recipe::parse(
             crate::recipe::DEFAULT_RECIPE,
@@ -301,6 +305,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             Path::new("."),
         )?,
     };
+    if let Some(epochs) = args.epochs {
+        if !(epochs.is_finite() && epochs > 0.0) {
+            bail!("--epochs must be > 0, got {epochs}");
+        }
+        recipe.train.epochs = epochs;
+    }
     // The checkpoint keeps the recipe with every default spelled out and every path
     // absolute, so `eval` finds the data from anywhere and `--resume` can compare.
     let recipe_text = toml::to_string(&recipe).context("cannot serialise the recipe")?;
@@ -396,6 +406,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         let optimizer = AdamW::new(AdamWConfig {
             weight_decay: t.weight_decay,
             max_grad_norm: (t.max_grad_norm > 0.0).then_some(t.max_grad_norm),
+            head_lr_scale: t.head_lr_scale,
             ..AdamWConfig::default()
         });
         let state = TrainState {
@@ -555,6 +566,16 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .filter_map(|(n, e)| e.map(|e| format!("{n} {e:.3}")))
             .collect();
         bar.set_message(format!("{} | {rate:.1} ex/s", msg.join(" ")));
+        if bar.is_hidden() && state.step % 50 == 0 {
+            // Logs (CI, nohup) get a plain line now and then instead of the bar.
+            eprintln!(
+                "step {}/{} | {} | {rate:.1} ex/s | {:.0} s",
+                state.step,
+                total_steps,
+                msg.join(" "),
+                session_start.elapsed().as_secs_f64()
+            );
+        }
         bar.set_position(state.step);
         if state.step % args.log_every.max(1) == 0 || state.step == 1 {
             let per_task: BTreeMap<&str, f32> = report
@@ -594,7 +615,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                     Some(format!("{task} {m} {:.4}", v.get(m)?.as_f64()?))
                 })
                 .collect();
-            bar.println(format!("step {} dev: {}", state.step, summary.join(", ")));
+            // `suspend` prints above the bar, and also when the bar is hidden (not a terminal).
+            bar.suspend(|| eprintln!("step {} dev: {}", state.step, summary.join(", ")));
             if let Some(value) = selected_value
                 && state.best.is_none_or(|(b, _)| value > b)
             {
