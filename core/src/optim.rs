@@ -191,7 +191,18 @@ impl AdamW {
 
     /// Applies one update with learning rate `lr` from the gradients of a backward pass.
     pub fn step<M: Module>(&mut self, model: M, grads: Gradients, lr: f64) -> (M, StepStats) {
-        let mut grads = GradientsParams::from_grads(grads, &model);
+        let grads = GradientsParams::from_grads(grads, &model);
+        self.step_params(model, grads, lr)
+    }
+
+    /// Like [`step`](Self::step), with gradients already keyed by parameter id (e.g. the
+    /// query gradients of a task-adapted copy of `model`, for first-order MAML).
+    pub fn step_params<M: Module>(
+        &mut self,
+        model: M,
+        mut grads: GradientsParams,
+        lr: f64,
+    ) -> (M, StepStats) {
         let mut norm = NormVisitor {
             grads: &grads,
             sum: None,
