@@ -8,6 +8,7 @@ mod data_fetch;
 mod eval_cmd;
 mod evaluate;
 mod fetch;
+mod fewshot_cmd;
 mod model_dir;
 mod predict_cmd;
 mod recipe;
@@ -74,6 +75,8 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Predict every task of a saved model for some text (JSON lines).
     Predict(predict_cmd::PredictArgs),
+    /// Few-shot accuracy on CLINC150 meta-test intents (nearest prototype so far).
+    EvalFewshot(fewshot_cmd::FewShotArgs),
     /// Datasets: check a file.
     #[command(subcommand)]
     Data(DataCommand),
@@ -234,6 +237,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train_cmd::run(&args),
         Command::Eval(args) => eval_cmd::run(&args),
         Command::Predict(args) => predict_cmd::run(&args),
+        Command::EvalFewshot(args) => fewshot_cmd::run(&args),
         Command::Data(DataCommand::Check { file, format }) => data_cmd::check(&file, format),
         Command::Data(DataCommand::Fetch { names, mirror, dir }) => {
             data_fetch::run(&names, mirror, dir)
