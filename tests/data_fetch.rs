@@ -12,17 +12,8 @@ use sha2::{Digest, Sha256};
 const BIN: &str = env!("CARGO_BIN_EXE_core-train");
 const MARKER: &str = ".polytask-complete";
 
-fn mirror() -> PathBuf {
-    let dir = std::env::var_os("POLYTASK_DATA_MIRROR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    assert!(
-        dir.join("SHA256SUMS").is_file(),
-        "no dataset mirror at {} (set POLYTASK_DATA_MIRROR)",
-        dir.display()
-    );
-    dir
-}
+mod common;
+use common::mirror;
 
 /// The mirror's SHA256SUMS as (relative path, sum).
 fn mirror_sums() -> Vec<(String, String)> {

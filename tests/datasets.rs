@@ -2,21 +2,10 @@
 //! problem and gives the sizes documented upstream (../shared/data/README.md).
 //! The mirror is `$POLYTASK_DATA_MIRROR`, else `../shared/data` beside the checkout.
 
-use std::path::PathBuf;
-
 use polytask_core::data::{self, JsonlExamples};
 
-fn mirror() -> PathBuf {
-    let dir = std::env::var_os("POLYTASK_DATA_MIRROR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    assert!(
-        dir.join("SHA256SUMS").is_file(),
-        "no dataset mirror at {} (set POLYTASK_DATA_MIRROR)",
-        dir.display()
-    );
-    dir
-}
+mod common;
+use common::mirror;
 
 fn read(rel: &str) -> (String, String) {
     let path = mirror().join(rel);
