@@ -205,19 +205,36 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn train(recipe: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
+/// `core-train train RECIPE --out OUT` on the CPU, logging every step.
+fn train_command(recipe: &Path, out: &Path) -> Command {
+    let mut c = core_train();
+    c.args([
         "train",
         recipe.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--log-every",
-        "1",
-    ];
-    args.extend(extra);
-    run(&args)
+    ])
+    .args(["--backend", "cpu", "--log-every", "1"]);
+    c
+}
+
+fn train(recipe: &Path, out: &Path, extra: &[&str]) -> Output {
+    train_command(recipe, out).args(extra).output().unwrap()
+}
+
+/// Every logged step of `out` has the loss of the same step of the reference run, and
+/// every step is logged once.
+fn assert_same_losses(out: &Path, reference: &[(u64, u32)], what: &str) {
+    let losses = step_losses(out);
+    assert_eq!(
+        losses.len(),
+        reference.len(),
+        "{what}: one line per step, none repeated"
+    );
+    for (step, bits) in losses {
+        let want = reference.iter().find(|(s, _)| *s == step).map(|x| x.1);
+        assert_eq!(Some(bits), want, "step {step} after {what} and resume");
+    }
 }
 
 /// Training-step lines of metrics.jsonl: step → (joint loss bits, per-task losses).
@@ -335,14 +352,7 @@ fn killed_and_interrupted_runs_leave_loadable_checkpoints() {
     // SIGKILL at some point after the first checkpoint: whatever step `last/` holds, it
     // loads, and resuming reproduces the uninterrupted losses.
     let out = dir.path().join("killed");
-    let mut child = core_train()
-        .args([
-            "train",
-            recipe.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args(["--backend", "cpu", "--log-every", "1"])
+    let mut child = train_command(&recipe, &out)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -356,27 +366,11 @@ fn killed_and_interrupted_runs_leave_loadable_checkpoints() {
     child.wait().unwrap();
     let o = train(&recipe, &out, &["--resume"]);
     assert!(o.status.success(), "{}", text(&o));
-    let resumed = step_losses(&out);
-    assert_eq!(
-        resumed.len(),
-        reference.len(),
-        "one line per step, none repeated"
-    );
-    for (step, bits) in &resumed {
-        let want = reference.iter().find(|(s, _)| s == step).map(|x| x.1);
-        assert_eq!(Some(*bits), want, "step {step} after kill and resume");
-    }
+    assert_same_losses(&out, &reference, "kill");
 
     // SIGINT (Ctrl-C): saves and exits with 130, then resumes.
     let out = dir.path().join("interrupted");
-    let child = core_train()
-        .args([
-            "train",
-            recipe.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args(["--backend", "cpu", "--log-every", "1"])
+    let child = train_command(&recipe, &out)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -402,11 +396,7 @@ fn killed_and_interrupted_runs_leave_loadable_checkpoints() {
     assert!(text(&o).contains("interrupted at step"), "{}", text(&o));
     let o = train(&recipe, &out, &["--resume"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(step_losses(&out).len(), reference.len());
-    for (step, bits) in step_losses(&out) {
-        let want = reference.iter().find(|(s, _)| *s == step).map(|x| x.1);
-        assert_eq!(Some(bits), want, "step {step} after Ctrl-C and resume");
-    }
+    assert_same_losses(&out, &reference, "Ctrl-C");
 }
 
 #[test]
