@@ -152,9 +152,7 @@ mod tests {
         let t: Vec<i64> = batch
             .token_targets
             .unwrap()
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec()
+            .try_into_vec_as::<i64>()
             .unwrap();
         assert_eq!(t, [IGNORE, 0, 2, IGNORE, IGNORE, 1, IGNORE]);
         // Predictions per position; the non-first pieces predict something else, which
@@ -179,9 +177,7 @@ mod tests {
         let t: Vec<i64> = batch
             .token_targets
             .unwrap()
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec()
+            .try_into_vec_as::<i64>()
             .unwrap();
         assert_eq!(
             t,
@@ -192,9 +188,7 @@ mod tests {
         let s: Vec<i64> = batch
             .sentence_targets
             .unwrap()
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec()
+            .try_into_vec_as::<i64>()
             .unwrap();
         assert_eq!(s, [1, 0]);
     }

@@ -146,10 +146,7 @@ mod tests {
     use burn::tensor::Distribution;
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
+        t.try_into_vec_as::<f32>().unwrap()
     }
 
     #[test]

@@ -317,12 +317,7 @@ pub(crate) mod tests {
         assert_eq!(model.sentence_logits(0, &enc).dims(), [2, 2]);
         assert_eq!(model.token_logits(1, &enc).dims(), [2, 4, 3]);
         let p = model.probabilities(1, &enc);
-        let sums: Vec<f32> = p
-            .sum_dim(1)
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec()
-            .unwrap();
+        let sums: Vec<f32> = p.sum_dim(1).try_into_vec_as::<f32>().unwrap();
         assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
         assert_eq!(model.task_index("tags").unwrap(), 1);
         assert!(
@@ -352,11 +347,7 @@ pub(crate) mod tests {
         let batch = collate(&[&a], tok.pad_id(), &d).unwrap();
         let out = |m: &MultiTaskModel| -> Vec<f32> {
             let enc = m.bert.forward(batch.input.clone());
-            m.probabilities(1, &enc)
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec()
-                .unwrap()
+            m.probabilities(1, &enc).try_into_vec_as::<f32>().unwrap()
         };
         assert_eq!(out(&model), out(&other));
         // The same file into a model with a different tag set: named, not a panic.

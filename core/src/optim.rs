@@ -245,9 +245,7 @@ impl AdamW {
             for (prefix, t) in [("m", m), ("v", v)] {
                 let data = t
                     .clone()
-                    .into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
+                    .try_into_vec_as::<f32>()
                     .map_err(|e| Error::Input(format!("optimizer state of {path}: {e:?}")))?;
                 entries.push((format!("{prefix}.{path}"), data));
             }
@@ -388,10 +386,7 @@ mod tests {
     }
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
+        t.try_into_vec_as::<f32>().unwrap()
     }
 
     fn grads(model: &Toy, device: &Device) -> Gradients {

@@ -79,14 +79,10 @@ fn argmax_with_prob(probs: Tensor<2>) -> Result<Vec<(usize, f32)>> {
     let conf = probs.gather(1, best.clone()).reshape([n]);
     let best: Vec<i64> = best
         .reshape([n])
-        .into_data()
-        .convert::<i64>()
-        .try_into_vec()
+        .try_into_vec_as::<i64>()
         .map_err(|e| Error::Input(format!("reading predictions: {e:?}")))?;
     let conf: Vec<f32> = conf
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec()
+        .try_into_vec_as::<f32>()
         .map_err(|e| Error::Input(format!("reading predictions: {e:?}")))?;
     Ok(best.into_iter().map(|b| b as usize).zip(conf).collect())
 }
@@ -239,9 +235,7 @@ mod tests {
                 .classifier
                 .weight
                 .val()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec()
+                .try_into_vec_as::<f32>()
                 .unwrap();
             let w: Vec<f32> = m.bert.encoder.layer[0]
                 .attention
@@ -249,9 +243,7 @@ mod tests {
                 .query
                 .weight
                 .val()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec()
+                .try_into_vec_as::<f32>()
                 .unwrap();
             v.extend(w);
             v

@@ -133,9 +133,7 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
             let support_labels: Vec<usize> = e.support.iter().map(|p| p.1).collect();
             let protos = prototypes(take(&e.support), &support_labels, args.way);
             let pred: Vec<i64> = nearest_prototype(take(&e.query), protos)
-                .into_data()
-                .convert::<i64>()
-                .try_into_vec()
+                .try_into_vec_as::<i64>()
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let correct = pred
                 .iter()
