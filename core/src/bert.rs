@@ -8,11 +8,15 @@
 //! ├── embeddings: word + position + token type → LayerNorm → dropout
 //! ├── encoder.layer[i]: BertLayer (post-LN)
 //! │   ├── attention.self_: multi-head self-attention with a padding mask
-//! │   ├── attention.output: dense → dropout → LayerNorm(x + residual)
+//! │   ├── attention.output: dense → dropout → [adapter] → LayerNorm(x + residual)
 //! │   ├── intermediate: dense → GELU
-//! │   └── output: dense → dropout → LayerNorm(x + residual)
+//! │   └── output: dense → dropout → [adapter] → LayerNorm(x + residual)
 //! └── pooler: dense → tanh on the [CLS] state (HF's pooler; unused by mean pooling)
 //! ```
+//!
+//! The optional bottleneck adapters ([`Adapter`], Houlsby et al. 2019) are not part of
+//! Hugging Face's BERT; [`BertModel::add_adapters`] inserts them for parameter-efficient
+//! adaptation, and a checkpoint that holds `…adapter.down.weight` tensors gets them on load.
 //!
 //! Dropout is active only when the model runs on an autodiff device (training); inference
 //! on a plain device is deterministic.
@@ -169,6 +173,36 @@ impl BertSelfAttention {
     }
 }
 
+/// A bottleneck adapter: `x + up(gelu(down(x)))` with `down: hidden → bottleneck` and
+/// `up: bottleneck → hidden`. `up` starts at zero, so a fresh adapter is the identity and
+/// adding one does not change the model's outputs.
+#[derive(Module, Debug)]
+pub struct Adapter {
+    pub down: Linear,
+    pub up: Linear,
+}
+
+impl Adapter {
+    pub fn new(hidden: usize, bottleneck: usize, device: &Device) -> Self {
+        Adapter {
+            down: linear(hidden, bottleneck, device),
+            up: LinearConfig::new(bottleneck, hidden)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+        }
+    }
+
+    /// `[batch, seq, hidden]` → `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        x.clone() + self.up.forward(gelu(self.down.forward(x)))
+    }
+
+    /// The bottleneck width.
+    pub fn size(&self) -> usize {
+        self.down.weight.dims()[1]
+    }
+}
+
 /// Projection back to the hidden size with a residual and post-LayerNorm. The same shape
 /// serves as HF's `BertSelfOutput` (after attention) and `BertOutput` (after the FFN).
 #[derive(Module, Debug)]
@@ -176,6 +210,8 @@ pub struct BertResidualOutput {
     pub dense: Linear,
     pub LayerNorm: LayerNorm,
     pub dropout: Dropout,
+    /// Optional bottleneck adapter, applied before the residual sum.
+    pub adapter: Option<Adapter>,
 }
 
 impl BertResidualOutput {
@@ -184,12 +220,16 @@ impl BertResidualOutput {
             dense: linear(d_in, config.hidden_size, device),
             LayerNorm: layer_norm(config, device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+            adapter: None,
         }
     }
 
     /// `x`: `[batch, seq, d_in]`, `residual`: `[batch, seq, hidden]` → `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let x = self.dropout.forward(self.dense.forward(x));
+        let mut x = self.dropout.forward(self.dense.forward(x));
+        if let Some(adapter) = &self.adapter {
+            x = adapter.forward(x);
+        }
         self.LayerNorm.forward(x + residual)
     }
 }
@@ -311,18 +351,72 @@ impl BertModel {
     /// Runs the encoder. Input tensors are `[batch, seq]`; the output holds
     /// `[batch, seq, hidden]` states and the float padding mask.
     pub fn forward(&self, input: BertInput) -> EncoderOutput {
+        let n = self.num_layers();
+        self.forward_until(input, n)
+    }
+
+    /// Embeddings and the first `layers` blocks: the states a later
+    /// [`forward_from`](Self::forward_from)`(layers, ..)` continues from. Lets a caller
+    /// compute the frozen bottom of the encoder once and train only the top.
+    pub fn forward_until(&self, input: BertInput, layers: usize) -> EncoderOutput {
         let mask = input.attention_mask.float();
-        let bias = attention_bias(mask.clone());
-        let mut x = self
+        let x = self
             .embeddings
             .forward(input.input_ids, input.token_type_ids);
-        for layer in &self.encoder.layer {
+        self.run_blocks(
+            0..layers.min(self.num_layers()),
+            EncoderOutput {
+                last_hidden_state: x,
+                mask,
+            },
+        )
+    }
+
+    /// Runs blocks `first..` on states that have been through blocks `..first`.
+    pub fn forward_from(&self, first: usize, states: EncoderOutput) -> EncoderOutput {
+        self.run_blocks(first..self.num_layers(), states)
+    }
+
+    fn run_blocks(&self, blocks: std::ops::Range<usize>, states: EncoderOutput) -> EncoderOutput {
+        let bias = attention_bias(states.mask.clone());
+        let mut x = states.last_hidden_state;
+        for layer in &self.encoder.layer[blocks] {
             x = layer.forward(x, bias.clone());
         }
         EncoderOutput {
             last_hidden_state: x,
-            mask,
+            mask: states.mask,
         }
+    }
+
+    /// Number of transformer blocks.
+    pub fn num_layers(&self) -> usize {
+        self.encoder.layer.len()
+    }
+
+    /// Inserts a fresh bottleneck adapter of width `size` after attention and after the FFN
+    /// of each of the top `layers` blocks (identity at first; existing ones are kept).
+    pub fn add_adapters(mut self, size: usize, layers: usize, device: &Device) -> Self {
+        let hidden = self.hidden_size();
+        let n = self.num_layers();
+        for layer in &mut self.encoder.layer[n.saturating_sub(layers)..] {
+            for out in [&mut layer.attention.output, &mut layer.output] {
+                if out.adapter.is_none() {
+                    out.adapter = Some(Adapter::new(hidden, size, device));
+                }
+            }
+        }
+        self
+    }
+
+    /// `(block, adapter width)` of every block with adapters.
+    pub fn adapters(&self) -> Vec<(usize, usize)> {
+        self.encoder
+            .layer
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.output.adapter.as_ref().map(|a| (i, a.size())))
+            .collect()
     }
 
     /// Hidden size of the encoder.

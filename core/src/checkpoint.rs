@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use burn::store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{
+    ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
+};
 
 use crate::bert::BertModel;
 use crate::error::{Error, Result};
@@ -133,7 +135,7 @@ pub fn hf_name(path: &str) -> String {
 /// `[in, out]` in burn.
 fn hf_shape(path: &str, shape: &[usize]) -> Vec<usize> {
     let mut shape = shape.to_vec();
-    let linear = ["query", "key", "value", "dense"]
+    let linear = ["query", "key", "value", "dense", "down", "up"]
         .iter()
         .any(|m| path.ends_with(&format!(".{m}.weight")));
     if linear {
@@ -163,6 +165,8 @@ pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<
             None => report.ignored_heads.push(name.clone()),
         }
     }
+
+    add_stored_adapters(model, &header, prefixed, source)?;
 
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)
@@ -246,6 +250,84 @@ pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<
     Ok(report)
 }
 
+/// Gives `model` an adapter wherever the checkpoint stores one
+/// (`encoder.layer.N.{attention.output,output}.adapter.down.weight`, PyTorch layout
+/// `[bottleneck, hidden]`), so that their tensors have somewhere to go.
+fn add_stored_adapters(
+    model: &mut BertModel,
+    header: &BTreeMap<String, TensorInfo>,
+    prefixed: bool,
+    source: &str,
+) -> Result<()> {
+    let device = model.pooler.dense.weight.device();
+    let hidden = model.hidden_size();
+    let n_layers = model.num_layers();
+    for (name, info) in header {
+        let bare = if prefixed {
+            match name.strip_prefix("bert.") {
+                Some(b) => b,
+                None => continue,
+            }
+        } else {
+            name.as_str()
+        };
+        let Some(rest) = bare.strip_prefix("encoder.layer.") else {
+            continue;
+        };
+        let Some((index, place)) = rest.split_once('.') else {
+            continue;
+        };
+        let Some(place) = place.strip_suffix(".adapter.down.weight") else {
+            continue;
+        };
+        let layer: usize = index
+            .parse()
+            .ok()
+            .filter(|&l| l < n_layers)
+            .ok_or_else(|| {
+                checkpoint_error(
+                    source,
+                    format!("tensor '{name}': no block {index} in a {n_layers}-block encoder"),
+                )
+            })?;
+        let size = match info.shape[..] {
+            [size, h] if h == hidden => size,
+            _ => {
+                return Err(checkpoint_error(
+                    source,
+                    format!(
+                        "tensor '{name}' has shape {:?}, expected [bottleneck, {hidden}]",
+                        info.shape
+                    ),
+                ));
+            }
+        };
+        let block = &mut model.encoder.layer[layer];
+        let slot = match place {
+            "attention.output" => &mut block.attention.output.adapter,
+            "output" => &mut block.output.adapter,
+            _ => continue,
+        };
+        *slot = Some(crate::bert::Adapter::new(hidden, size, &device));
+    }
+    Ok(())
+}
+
+/// The encoder's weights as a safetensors file with Hugging Face names and PyTorch
+/// layouts (bare keys, as `BertModel.save_pretrained` writes them; adapters included), so
+/// it loads back with [`load_bert`] and in `transformers`.
+pub fn bert_to_safetensors(model: &BertModel) -> Result<Vec<u8>> {
+    let mut store = SafetensorsStore::from_bytes(None)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .with_key_remapping(r"\.attention\.self_\.", ".attention.self.");
+    model
+        .save_into(&mut store)
+        .map_err(|e| Error::Input(format!("cannot serialise the encoder: {e}")))?;
+    store
+        .get_bytes()
+        .map_err(|e| Error::Input(format!("cannot serialise the encoder: {e}")))
+}
+
 /// `tensor 'a'` or `tensors 'a', 'b' and 3 more`.
 fn tensors(names: &[String]) -> String {
     const SHOWN: usize = 5;
@@ -270,7 +352,6 @@ fn tensors(names: &[String]) -> String {
 mod tests {
     use super::*;
     use crate::config::BertConfig;
-    use burn::store::BurnToPyTorchAdapter;
     use burn::tensor::Device;
 
     /// Saves a model the way Hugging Face would: HF names, PyTorch layouts, with the
@@ -489,5 +570,75 @@ mod tests {
         garbage[8] = b'#'; // the header's opening brace
         let err = load_bert(&mut BertConfig::tiny(20).init(&device), garbage, "m").unwrap_err();
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn adapters_are_saved_and_recreated_on_load() {
+        use burn::module::Param;
+        use burn::tensor::{Distribution, Tensor};
+        let device = Device::flex();
+        let config = BertConfig::tiny(20);
+        let mut original = config.init(&device).add_adapters(4, 1, &device);
+        assert_eq!(original.adapters(), vec![(1, 4)]);
+        // A trained adapter: non-zero `up`, so that it changes the outputs.
+        let up = &mut original.encoder.layer[1]
+            .output
+            .adapter
+            .as_mut()
+            .unwrap()
+            .up;
+        up.weight = Param::from_tensor(Tensor::random(
+            [4, 16],
+            Distribution::Normal(0.0, 0.5),
+            &device,
+        ));
+        let bytes = bert_to_safetensors(&original).unwrap();
+        let header = read_header(&bytes, "m").unwrap();
+        assert_eq!(
+            header["encoder.layer.1.output.adapter.down.weight"].shape,
+            vec![4, 16],
+            "PyTorch layout [out, in]"
+        );
+        let mut loaded = config.init(&device);
+        let report = load_bert(&mut loaded, bytes, "m").unwrap();
+        assert_eq!(loaded.adapters(), vec![(1, 4)]);
+        assert_eq!(report.applied, 5 + 2 * 16 + 2 + 2 * 4);
+        outputs_equal(&original, &loaded);
+        // Without its adapters the model computes something else.
+        let mut without = original.clone();
+        without.encoder.layer[1].output.adapter = None;
+        let input = crate::bert::BertInput {
+            input_ids: Tensor::from_data([[2, 5, 7, 3]], &device),
+            token_type_ids: Tensor::zeros([1, 4], &device),
+            attention_mask: Tensor::ones([1, 4], &device),
+        };
+        let a: Vec<f32> = original
+            .forward(input.clone())
+            .last_hidden_state
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let b: Vec<f32> = without
+            .forward(input)
+            .last_hidden_state
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn forward_until_then_from_equals_forward() {
+        let device = Device::flex();
+        let model = BertConfig::tiny(20).init(&device);
+        let input = crate::bert::BertInput {
+            input_ids: burn::tensor::Tensor::from_data([[2, 5, 7, 3], [2, 9, 3, 0]], &device),
+            token_type_ids: burn::tensor::Tensor::zeros([2, 4], &device),
+            attention_mask: burn::tensor::Tensor::from_data([[1, 1, 1, 1], [1, 1, 1, 0]], &device),
+        };
+        let whole = model.forward(input.clone()).last_hidden_state.into_data();
+        let split = model
+            .forward_from(1, model.forward_until(input, 1))
+            .last_hidden_state
+            .into_data();
+        whole.assert_eq(&split, true);
     }
 }

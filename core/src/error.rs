@@ -16,6 +16,13 @@ pub enum Error {
     /// Input that the model cannot take (empty batch, bad lengths...).
     #[error("{0}")]
     Input(String),
+    /// Training or adaptation whose loss became NaN or infinite; nothing was kept.
+    #[error("{what} diverged at step {step}: the loss is {loss}; nothing was saved")]
+    Diverged {
+        what: String,
+        step: usize,
+        loss: f32,
+    },
 }
 
 /// Result with the core's [`Error`].

@@ -10,6 +10,7 @@ pub mod data;
 pub mod episodes;
 pub mod error;
 pub mod features;
+pub mod fewshot;
 pub mod loss;
 pub mod meta;
 pub mod metrics;

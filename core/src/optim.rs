@@ -28,7 +28,7 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
     /// Clip the global L2 norm of all gradients to this value (`None`: no clipping).
     pub max_grad_norm: Option<f64>,
-    /// Learning-rate multiplier of the task heads (parameters under `heads.`), which start
+    /// Learning-rate multiplier of the task heads (parameters under `heads.` or `head.`), which start
     /// from scratch while the encoder is pretrained.
     #[serde(default = "one")]
     pub head_lr_scale: f64,
@@ -155,7 +155,7 @@ impl ModuleMapper for UpdateMapper<'_> {
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2 = 1.0 - c.beta2.powi(t);
         let update = (m.clone() / bc1) / ((v.clone() / bc2).sqrt() + c.eps);
-        let lr = if path.starts_with("heads.") {
+        let lr = if path.starts_with("heads.") || path.starts_with("head.") {
             self.lr * c.head_lr_scale
         } else {
             self.lr
@@ -328,14 +328,27 @@ pub fn write_safetensors(
     entries: &[(String, Vec<f32>)],
     metadata: &BTreeMap<String, String>,
 ) -> Vec<u8> {
+    let shaped: Vec<(String, Vec<usize>, Vec<f32>)> = entries
+        .iter()
+        .map(|(n, v)| (n.clone(), vec![v.len()], v.clone()))
+        .collect();
+    write_safetensors_shaped(&shaped, metadata)
+}
+
+/// A safetensors file of f32 tensors `(name, shape, values)`, with string metadata.
+pub fn write_safetensors_shaped(
+    entries: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!(metadata));
     let mut offset = 0usize;
-    for (name, values) in entries {
+    for (name, shape, values) in entries {
+        debug_assert_eq!(shape.iter().product::<usize>(), values.len());
         let len = values.len() * 4;
         header.insert(
             name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": [values.len()], "data_offsets": [offset, offset + len]}),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
         );
         offset += len;
     }
@@ -347,7 +360,7 @@ pub fn write_safetensors(
     let mut out = Vec::with_capacity(8 + json.len() + offset);
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
-    for (_, values) in entries {
+    for (_, _, values) in entries {
         for v in values {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -355,7 +368,7 @@ pub fn write_safetensors(
     out
 }
 
-fn read_metadata(bytes: &[u8]) -> std::result::Result<BTreeMap<String, String>, String> {
+pub(crate) fn read_metadata(bytes: &[u8]) -> std::result::Result<BTreeMap<String, String>, String> {
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
     let header: serde_json::Value =
         serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| format!("bad header: {e}"))?;

@@ -1,0 +1,863 @@
+//! Few-shot adaptation: a new sentence-classification task from a handful of labelled
+//! examples, on top of a (pretrained, multi-task or meta-learned) encoder.
+//!
+//! ```text
+//! support texts ──► encoder blocks 0..first (frozen, run once) ──► cached states
+//!                   encoder blocks first.. (adapting) ──► mean pool ──► L2 norm ──► head
+//! head: initialised from the support set's class prototypes (W_k = 2s·c_k, b_k = −s‖c_k‖²)
+//! ```
+//!
+//! What adapts ([`AdaptMode`]): the head only; bottleneck adapters in the top `layers`
+//! blocks plus the head; or the whole top `layers` blocks plus the head. Everything else is
+//! frozen: it gets no gradient and no optimizer state, and is bit-identical afterwards.
+//! Because the frozen bottom of the encoder never changes, its output is computed once
+//! per task and only the adapting top runs in each step; head-only adaptation therefore
+//! costs one forward pass plus a few tiny steps.
+//!
+//! The adapted parameters alone (head, adapters or top blocks) are saved as a *task file*
+//! ([`save_task`] / [`load_task`]): a small safetensors file with the label set and the
+//! settings in its metadata, applied on top of the same base encoder.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::bert::{BertInput, BertModel, EncoderOutput};
+use crate::checkpoint::read_header;
+use crate::error::{Error, Result};
+use crate::loss::cross_entropy;
+use crate::meta::prototypes;
+use crate::optim::{AdamW, AdamWConfig, read_metadata, write_safetensors_shaped};
+use crate::pooling::{l2_normalize, mean_pool};
+use crate::rng::Rng;
+
+/// Which parameters adapt to a new task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdaptMode {
+    /// The prototype-initialised head only.
+    Head,
+    /// Bottleneck adapters in the top `layers` blocks, plus the head.
+    Adapters,
+    /// All weights of the top `layers` blocks (and their adapters, if any), plus the head.
+    Full,
+}
+
+impl AdaptMode {
+    pub const ALL: [AdaptMode; 3] = [AdaptMode::Head, AdaptMode::Adapters, AdaptMode::Full];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AdaptMode::Head => "head",
+            AdaptMode::Adapters => "adapters",
+            AdaptMode::Full => "full",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        AdaptMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "unknown adaptation mode {s:?}; expected head, adapters or full"
+                ))
+            })
+    }
+}
+
+/// How a task is adapted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptConfig {
+    pub mode: AdaptMode,
+    /// Optimizer steps on the support set (0: the prototype head as is).
+    pub steps: usize,
+    /// Learning rate of adapters / encoder weights (AdamW, constant).
+    pub lr: f64,
+    /// Learning rate of the head.
+    pub head_lr: f64,
+    /// Support examples per step; a larger support set is sampled without replacement.
+    pub batch_size: usize,
+    /// How many of the top encoder blocks adapt (adapters and full modes).
+    pub layers: usize,
+    /// Bottleneck width of new adapters.
+    pub adapter_size: usize,
+    /// Logit scale `s` of the prototype head (a cosine-softmax temperature).
+    pub scale: f64,
+    /// Seeds the minibatch order and dropout.
+    pub seed: u64,
+}
+
+impl Default for AdaptConfig {
+    fn default() -> Self {
+        AdaptConfig {
+            mode: AdaptMode::Adapters,
+            steps: 10,
+            lr: 1e-3,
+            head_lr: 1e-3,
+            batch_size: 32,
+            layers: 2,
+            adapter_size: 32,
+            scale: 10.0,
+            seed: 0,
+        }
+    }
+}
+
+/// An encoder with one classification head over L2-normalised mean-pooled states.
+#[derive(Module, Debug)]
+pub struct FewShotModel {
+    pub bert: BertModel,
+    /// `[hidden] → [classes]`.
+    pub head: Linear,
+}
+
+impl FewShotModel {
+    /// Logits from states that have been through the encoder's first `first` blocks.
+    /// `[batch, seq, hidden]` states → `[batch, classes]`.
+    pub fn logits_from(&self, first: usize, states: EncoderOutput) -> Tensor<2> {
+        self.head.forward(features(&self.bert, first, states))
+    }
+
+    /// `[batch, classes]` logits of a tokenized batch.
+    pub fn logits(&self, input: BertInput) -> Tensor<2> {
+        self.logits_from(0, self.bert.forward_until(input, 0))
+    }
+
+    /// `[batch, classes]` class probabilities.
+    pub fn probabilities(&self, input: BertInput) -> Tensor<2> {
+        softmax(self.logits(input), 1)
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.head.weight.dims()[1]
+    }
+}
+
+/// Sentence features: blocks `first..`, masked mean pooling, L2 normalisation.
+pub fn features(bert: &BertModel, first: usize, states: EncoderOutput) -> Tensor<2> {
+    let out = bert.forward_from(first, states);
+    l2_normalize(mean_pool(out.last_hidden_state, out.mask))
+}
+
+/// The prototype head with logit scale `s`: `W_k = 2s·c_k`, `b_k = −s‖c_k‖²`, so that
+/// `logit_k = s(‖x‖² − ‖x − c_k‖²)` and its argmax is the nearest prototype.
+pub fn scaled_prototype_head(
+    features: Tensor<2>,
+    labels: &[usize],
+    n_way: usize,
+    s: f64,
+) -> Linear {
+    let device = features.device();
+    let c = prototypes(features, labels, n_way);
+    let [_, hidden] = c.dims();
+    let weight = c.clone().transpose() * (2.0 * s);
+    let bias = c.powf_scalar(2.0).sum_dim(1).reshape([n_way]) * (-s);
+    let mut head = LinearConfig::new(hidden, n_way).init(&device);
+    head.weight = Param::from_tensor(weight);
+    head.bias = Some(Param::from_tensor(bias));
+    head
+}
+
+/// The block index of an encoder parameter path (`bert.encoder.layer.3.…` → 3).
+fn block_of(path: &str) -> Option<usize> {
+    path.strip_prefix("bert.encoder.layer.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether the parameter at `path` (of a [`FewShotModel`]) adapts under `mode` when blocks
+/// `first..` adapt.
+pub fn is_trainable(path: &str, mode: AdaptMode, first: usize) -> bool {
+    if path.starts_with("head.") {
+        return true;
+    }
+    let in_top = block_of(path).is_some_and(|b| b >= first);
+    match mode {
+        AdaptMode::Head => false,
+        AdaptMode::Adapters => in_top && path.contains(".adapter."),
+        AdaptMode::Full => in_top,
+    }
+}
+
+/// The first adapting block: `layers` counted from the top; all blocks frozen for `Head`.
+pub fn first_adapting_block(mode: AdaptMode, layers: usize, num_layers: usize) -> usize {
+    match mode {
+        AdaptMode::Head => num_layers,
+        _ => num_layers - layers.min(num_layers),
+    }
+}
+
+/// Marks parameters trainable or frozen by path.
+struct SetTrainable<F: Fn(&str) -> bool> {
+    path: Vec<String>,
+    trainable: F,
+}
+
+impl<F: Fn(&str) -> bool> ModuleMapper for SetTrainable<F> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let trainable = (self.trainable)(&self.path.join("."));
+        param.set_require_grad(trainable)
+    }
+}
+
+/// Every float parameter by path: shape and values.
+#[derive(Default)]
+struct Snapshot {
+    path: Vec<String>,
+    values: BTreeMap<String, (Vec<usize>, Tensor<1>)>,
+}
+
+impl ModuleVisitor for Snapshot {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let v = param.val();
+        let shape = v.dims().to_vec();
+        let n: usize = shape.iter().product();
+        self.values
+            .insert(self.path.join("."), (shape, v.reshape([n])));
+    }
+}
+
+/// Float parameters of `module` by path, as (shape, flat values).
+pub fn parameters<M: Module>(module: &M) -> BTreeMap<String, (Vec<usize>, Tensor<1>)> {
+    let mut s = Snapshot::default();
+    module.visit(&mut s);
+    s.values
+}
+
+/// Replaces parameters by path (ids kept).
+struct SetValues {
+    path: Vec<String>,
+    values: BTreeMap<String, (Vec<usize>, Tensor<1>)>,
+    mismatched: Vec<String>,
+}
+
+impl ModuleMapper for SetValues {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let path = self.path.join(".");
+        let Some((shape, flat)) = self.values.remove(&path) else {
+            return param;
+        };
+        let want = param.val().dims().to_vec();
+        if shape != want {
+            self.mismatched.push(format!(
+                "'{path}' has shape {shape:?}, the model's is {want:?}"
+            ));
+            return param;
+        }
+        let (id, tensor, mapper) = param.consume();
+        let dims: [usize; D] = want.try_into().expect("rank D");
+        let mut new = flat.reshape(dims);
+        if tensor.is_require_grad() {
+            new = new.require_grad();
+        }
+        Param::from_mapped_value(id, new, mapper)
+    }
+}
+
+/// Checks a support set: labels in range, at least 2 classes, every class with an example.
+fn check_support(labels: &[usize], n_way: usize, batch: usize) -> Result<()> {
+    if labels.len() != batch {
+        return Err(Error::Input(format!(
+            "{} labels for {batch} support examples",
+            labels.len()
+        )));
+    }
+    if n_way < 2 {
+        return Err(Error::Input(format!(
+            "a task needs at least 2 labels, got {n_way}"
+        )));
+    }
+    let mut counts = vec![0usize; n_way];
+    for &l in labels {
+        if l >= n_way {
+            return Err(Error::Input(format!(
+                "label index {l} of a {n_way}-way task"
+            )));
+        }
+        counts[l] += 1;
+    }
+    if let Some(empty) = counts.iter().position(|&c| c == 0) {
+        return Err(Error::Input(format!(
+            "label #{empty} has no support example; every label needs at least one"
+        )));
+    }
+    Ok(())
+}
+
+/// Rows `idx` of cached encoder states.
+fn select_rows(states: &EncoderOutput, idx: &[usize]) -> EncoderOutput {
+    let device = states.mask.device();
+    let n = idx.len();
+    let idx: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device);
+    EncoderOutput {
+        last_hidden_state: states.last_hidden_state.clone().select(0, idx.clone()),
+        mask: states.mask.clone().select(0, idx),
+    }
+}
+
+fn targets(labels: &[usize], device: &burn::tensor::Device) -> Tensor<1, Int> {
+    let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    Tensor::from_data(TensorData::new(v, [labels.len()]), device)
+}
+
+/// States on a plain device moved onto its autodiff counterpart (as constants).
+fn to_autodiff(states: EncoderOutput) -> EncoderOutput {
+    EncoderOutput {
+        last_hidden_state: Tensor::from_inner(states.last_hidden_state),
+        mask: Tensor::from_inner(states.mask),
+    }
+}
+
+/// The result of adapting to one task.
+#[derive(Debug)]
+pub struct Adapted {
+    /// The adapted model, on the base encoder's (plain) device.
+    pub model: FewShotModel,
+    /// The first adapting block (`num_layers` for head-only).
+    pub first: usize,
+    /// The support loss before each step.
+    pub losses: Vec<f32>,
+}
+
+/// The frozen bottom of the encoder, run once over a batch: what the adapting top starts
+/// from. `bert` must have its adapters already (see [`prepare`]).
+pub fn frozen_states(bert: &BertModel, input: BertInput, first: usize) -> EncoderOutput {
+    bert.valid().forward_until(input, first)
+}
+
+/// The encoder a task adapts: `bert` itself, with fresh adapters in the top `layers`
+/// blocks for [`AdaptMode::Adapters`] where it has none yet (a meta-learned encoder brings
+/// its own).
+pub fn prepare(bert: &BertModel, config: &AdaptConfig) -> BertModel {
+    let bert = bert.clone();
+    if config.mode == AdaptMode::Adapters {
+        let device = bert.pooler.dense.weight.device();
+        bert.add_adapters(config.adapter_size, config.layers, &device)
+    } else {
+        bert
+    }
+}
+
+/// Adapts to a new task from its support set. `bert` lives on a plain device (its
+/// autodiff counterpart is used for the steps); `support` is the tokenized support set on
+/// that device and `labels[i] < n_way` its classes. `on_step(step, loss)` is called before
+/// each update. A NaN or infinite loss stops the adaptation with [`Error::Diverged`].
+pub fn adapt(
+    bert: &BertModel,
+    support: BertInput,
+    labels: &[usize],
+    n_way: usize,
+    config: &AdaptConfig,
+    mut on_step: impl FnMut(usize, f32),
+) -> Result<Adapted> {
+    let [batch, _] = support.input_ids.dims();
+    check_support(labels, n_way, batch)?;
+    let bert = prepare(bert, config);
+    let first = first_adapting_block(config.mode, config.layers, bert.num_layers());
+    let cached = frozen_states(&bert, support, first);
+    adapt_from_states(bert, &cached, first, labels, n_way, config, &mut on_step)
+}
+
+/// [`adapt`] from states already through blocks `..first` of `bert` (which must already
+/// carry its adapters): lets a caller that adapts many tasks on one encoder, or runs the
+/// frozen part elsewhere, skip the frozen forward pass.
+pub fn adapt_from_states(
+    bert: BertModel,
+    cached: &EncoderOutput,
+    first: usize,
+    labels: &[usize],
+    n_way: usize,
+    config: &AdaptConfig,
+    on_step: &mut dyn FnMut(usize, f32),
+) -> Result<Adapted> {
+    let [batch, _, _] = cached.last_hidden_state.dims();
+    check_support(labels, n_way, batch)?;
+    let device = cached.mask.device();
+    let feats = features(&bert.valid(), first, cached.clone());
+    let head = scaled_prototype_head(feats, labels, n_way, config.scale);
+    let mode = config.mode;
+    let model = FewShotModel { bert, head }.map(&mut SetTrainable {
+        path: Vec::new(),
+        trainable: |p: &str| is_trainable(p, mode, first),
+    });
+    if config.steps == 0 {
+        return Ok(Adapted {
+            model,
+            first,
+            losses: Vec::new(),
+        });
+    }
+    let ad = device.clone().autodiff();
+    ad.seed(config.seed);
+    let mut model = model.fork(&ad).train();
+    let mut optimizer = AdamW::new(AdamWConfig {
+        weight_decay: 0.0,
+        max_grad_norm: Some(1.0),
+        head_lr_scale: config.head_lr / config.lr,
+        ..Default::default()
+    });
+    let mut rng = Rng::derive(config.seed, 0xada);
+    let mut order: Vec<usize> = (0..batch).collect();
+    let mut pos = batch;
+    let mut losses = Vec::with_capacity(config.steps);
+    for step in 0..config.steps {
+        let rows: Vec<usize> = if batch <= config.batch_size {
+            order.clone()
+        } else {
+            let mut rows = Vec::with_capacity(config.batch_size);
+            while rows.len() < config.batch_size {
+                if pos == batch {
+                    rng.shuffle(&mut order);
+                    pos = 0;
+                }
+                rows.push(order[pos]);
+                pos += 1;
+            }
+            rows
+        };
+        let states = to_autodiff(select_rows(cached, &rows));
+        let y: Vec<usize> = rows.iter().map(|&r| labels[r]).collect();
+        let logits = model.logits_from(first, states);
+        let loss = cross_entropy(logits, targets(&y, &ad));
+        let value = loss.clone().into_scalar::<f32>();
+        if !value.is_finite() {
+            return Err(Error::Diverged {
+                what: "adaptation".into(),
+                step: step + 1,
+                loss: value,
+            });
+        }
+        on_step(step, value);
+        losses.push(value);
+        let grads = loss.backward();
+        model = optimizer.step(model, grads, config.lr).0;
+    }
+    Ok(Adapted {
+        model: model.valid(),
+        first,
+        losses,
+    })
+}
+
+/// Accuracy of `model` on a labelled batch, and its predicted classes.
+pub fn accuracy(
+    model: &FewShotModel,
+    input: BertInput,
+    labels: &[usize],
+) -> Result<(f64, Vec<usize>)> {
+    let pred = model.logits(input).argmax(1);
+    let n = labels.len();
+    let pred: Vec<usize> = pred
+        .reshape([n])
+        .try_into_vec_as::<i64>()
+        .map_err(|e| Error::Input(format!("cannot read predictions back: {e:?}")))?
+        .into_iter()
+        .map(|p| p as usize)
+        .collect();
+    let correct = pred.iter().zip(labels).filter(|(p, l)| p == l).count();
+    Ok((correct as f64 / n.max(1) as f64, pred))
+}
+
+/// What a task file says about itself (its safetensors metadata).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskMeta {
+    /// Format marker and version: `polytask-task/1`.
+    pub format: String,
+    pub name: String,
+    pub labels: Vec<String>,
+    pub config: AdaptConfig,
+    /// The first adapting block.
+    pub first: usize,
+    /// Identifies the base encoder the task was adapted from (e.g. its sha256).
+    pub base: String,
+    /// The tokenizer's maximum length during adaptation.
+    pub max_len: usize,
+}
+
+pub const TASK_FORMAT: &str = "polytask-task/1";
+
+/// The adapted parameters alone (head, plus adapters or top blocks) as a safetensors file,
+/// with `meta` in its metadata. Paths are the model's (`head.weight`,
+/// `bert.encoder.layer.5.output.adapter.up.weight`), shapes burn's (`[in, out]`).
+pub fn save_task(model: &FewShotModel, meta: &TaskMeta) -> Result<Vec<u8>> {
+    if meta.labels.len() != model.num_classes() {
+        return Err(Error::Input(format!(
+            "{} labels for a head with {} classes",
+            meta.labels.len(),
+            model.num_classes()
+        )));
+    }
+    let mut entries = Vec::new();
+    for (path, (shape, values)) in parameters(model) {
+        if is_trainable(&path, meta.config.mode, meta.first) {
+            let values = values
+                .try_into_vec_as::<f32>()
+                .map_err(|e| Error::Input(format!("cannot read {path} back: {e:?}")))?;
+            entries.push((path, shape, values));
+        }
+    }
+    let mut metadata = BTreeMap::new();
+    metadata.insert(
+        "task".to_string(),
+        serde_json::to_string(meta).expect("serialisable"),
+    );
+    Ok(write_safetensors_shaped(&entries, &metadata))
+}
+
+/// Reads a task file's metadata only.
+pub fn read_task_meta(bytes: &[u8], source: &str) -> Result<TaskMeta> {
+    let fail = |m: String| Error::Checkpoint {
+        file: source.into(),
+        message: m,
+    };
+    read_header(bytes, source)?;
+    let metadata = read_metadata(bytes).map_err(fail)?;
+    let text = metadata
+        .get("task")
+        .ok_or_else(|| fail("not a task file (no task metadata)".into()))?;
+    let meta: TaskMeta =
+        serde_json::from_str(text).map_err(|e| fail(format!("bad task metadata: {e}")))?;
+    if meta.format != TASK_FORMAT {
+        return Err(fail(format!(
+            "task format {:?}, this build reads {TASK_FORMAT:?}",
+            meta.format
+        )));
+    }
+    Ok(meta)
+}
+
+/// Applies a task file to the base encoder `bert` it was adapted from: the result
+/// predicts the task's labels. Missing, extra or mis-shaped tensors are named.
+pub fn load_task(bert: &BertModel, bytes: &[u8], source: &str) -> Result<(FewShotModel, TaskMeta)> {
+    let fail = |m: String| Error::Checkpoint {
+        file: source.into(),
+        message: m,
+    };
+    let meta = read_task_meta(bytes, source)?;
+    if meta.labels.len() < 2 {
+        return Err(fail(format!(
+            "a task needs at least 2 labels, the file has {}",
+            meta.labels.len()
+        )));
+    }
+    let header = read_header(bytes, source)?;
+    let device = bert.pooler.dense.weight.device();
+    let bert = prepare(bert, &meta.config);
+    let hidden = bert.hidden_size();
+    let model = FewShotModel {
+        bert,
+        head: LinearConfig::new(hidden, meta.labels.len()).init(&device),
+    };
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let data = &bytes[8 + header_len..];
+    let mut values = BTreeMap::new();
+    for (name, info) in &header {
+        if info.dtype != "F32" {
+            return Err(fail(format!(
+                "tensor {name}: dtype {} (expected F32)",
+                info.dtype
+            )));
+        }
+        let (a, b) = info.data_offsets;
+        let v: Vec<f32> = data[a..b]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        let n = v.len();
+        values.insert(
+            name.clone(),
+            (
+                info.shape.clone(),
+                Tensor::<1>::from_data(TensorData::new(v, [n]), &device),
+            ),
+        );
+    }
+    let expected: BTreeSet<String> = parameters(&model)
+        .into_keys()
+        .filter(|p| is_trainable(p, meta.config.mode, meta.first))
+        .collect();
+    let stored: BTreeSet<String> = values.keys().cloned().collect();
+    let missing: Vec<&String> = expected.difference(&stored).collect();
+    if !missing.is_empty() {
+        return Err(fail(format!("missing tensors {missing:?}")));
+    }
+    let extra: Vec<&String> = stored.difference(&expected).collect();
+    if !extra.is_empty() {
+        return Err(fail(format!(
+            "tensors {extra:?} are not adapted parameters of this task (does the base model match?)"
+        )));
+    }
+    let mut setter = SetValues {
+        path: Vec::new(),
+        values,
+        mismatched: Vec::new(),
+    };
+    let model = model.map(&mut setter);
+    if !setter.mismatched.is_empty() {
+        return Err(fail(format!(
+            "{} (does the base model match?)",
+            setter.mismatched.join("; ")
+        )));
+    }
+    Ok((model, meta))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::BertConfig;
+    use crate::meta::nearest_prototype;
+    use burn::tensor::Device;
+
+    /// A tiny encoder and a toy 3-class task whose classes differ by their tokens.
+    pub(crate) fn setup() -> (BertModel, BertInput, Vec<usize>, BertInput, Vec<usize>) {
+        let d = Device::flex();
+        d.seed(7);
+        // No dropout: tests run in parallel on one device, whose seed they would share.
+        let bert = BertConfig {
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            ..BertConfig::tiny(30)
+        }
+        .init(&d);
+        let make = |rows: &[[i64; 4]]| BertInput {
+            input_ids: Tensor::from_data(TensorData::new(rows.concat(), [rows.len(), 4]), &d),
+            token_type_ids: Tensor::zeros([rows.len(), 4], &d),
+            attention_mask: Tensor::ones([rows.len(), 4], &d),
+        };
+        let support = make(&[
+            [2, 5, 6, 3],
+            [2, 6, 5, 3],
+            [2, 10, 11, 3],
+            [2, 11, 10, 3],
+            [2, 20, 21, 3],
+            [2, 21, 20, 3],
+        ]);
+        let query = make(&[[2, 5, 5, 3], [2, 10, 10, 3], [2, 20, 20, 3]]);
+        (bert, support, vec![0, 0, 1, 1, 2, 2], query, vec![0, 1, 2])
+    }
+
+    fn config(mode: AdaptMode, steps: usize) -> AdaptConfig {
+        AdaptConfig {
+            mode,
+            steps,
+            lr: 5e-2,
+            head_lr: 5e-2,
+            layers: 1,
+            adapter_size: 4,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn prototype_head_equals_nearest_prototype_before_any_step() {
+        let (bert, support, labels, query, _) = setup();
+        let adapted = adapt(
+            &bert,
+            support.clone(),
+            &labels,
+            3,
+            &config(AdaptMode::Head, 0),
+            |_, _| {},
+        )
+        .unwrap();
+        let f = |x: BertInput| features(&bert, 0, bert.forward_until(x, 0));
+        let protos = prototypes(f(support), &labels, 3);
+        let by_distance: Vec<i64> = nearest_prototype(f(query.clone()), protos)
+            .try_into_vec_as::<i64>()
+            .unwrap();
+        let by_head: Vec<i64> = adapted
+            .model
+            .logits(query)
+            .argmax(1)
+            .reshape([3])
+            .try_into_vec_as::<i64>()
+            .unwrap();
+        assert_eq!(by_head, by_distance);
+    }
+
+    #[test]
+    fn each_mode_learns_and_frozen_parameters_stay_bit_identical() {
+        let (bert, support, labels, _, _) = setup();
+        for mode in AdaptMode::ALL {
+            let c = config(mode, 15);
+            let before = parameters(&prepare(&bert, &c));
+            let adapted = adapt(&bert, support.clone(), &labels, 3, &c, |_, _| {}).unwrap();
+            let (first, last) = (adapted.losses[0], *adapted.losses.last().unwrap());
+            assert!(last < first * 0.8, "{mode:?}: loss {first} → {last}");
+            let after = parameters(&adapted.model);
+            let mut changed = 0;
+            for (path, (_, old)) in &before {
+                let new = after[&format!("bert.{path}")].1.clone();
+                let (old, new) = (
+                    old.clone().try_into_vec_as::<f32>().unwrap(),
+                    new.try_into_vec_as::<f32>().unwrap(),
+                );
+                let trainable = is_trainable(&format!("bert.{path}"), mode, adapted.first);
+                if trainable {
+                    changed += usize::from(old != new);
+                } else {
+                    assert_eq!(old, new, "{mode:?}: frozen {path} changed");
+                }
+            }
+            match mode {
+                AdaptMode::Head => assert_eq!(changed, 0),
+                // The top block's two adapters (4 tensors each) / all 16 tensors of the block.
+                AdaptMode::Adapters => assert_eq!(changed, 8, "{mode:?}"),
+                AdaptMode::Full => assert!(changed >= 12, "{mode:?}: {changed}"),
+            }
+        }
+    }
+
+    #[test]
+    fn frozen_parameters_get_no_optimizer_state() {
+        let (bert, support, labels, _, _) = setup();
+        let c = config(AdaptMode::Adapters, 1);
+        let bert = prepare(&bert, &c);
+        let first = first_adapting_block(c.mode, c.layers, bert.num_layers());
+        let cached = frozen_states(&bert, support, first);
+        let feats = features(&bert, first, cached.clone());
+        let head = scaled_prototype_head(feats, &labels, 3, 10.0);
+        let model = FewShotModel { bert, head }.map(&mut SetTrainable {
+            path: Vec::new(),
+            trainable: |p: &str| is_trainable(p, AdaptMode::Adapters, first),
+        });
+        let ad = Device::flex().autodiff();
+        let model = model.fork(&ad).train();
+        let loss = cross_entropy(
+            model.logits_from(first, to_autodiff(cached)),
+            targets(&labels, &ad),
+        );
+        let mut opt = AdamW::new(AdamWConfig::default());
+        let (_, stats) = opt.step(model, loss.backward(), 1e-3);
+        let paths = opt.state_paths();
+        assert_eq!(stats.updated, paths.len());
+        assert!(
+            paths
+                .iter()
+                .all(|p| p.starts_with("head.") || p.contains(".adapter.")),
+            "{paths:?}"
+        );
+        assert!(paths.iter().any(|p| p.contains(".adapter.up.")));
+    }
+
+    #[test]
+    fn bad_support_sets_are_refused() {
+        let (bert, support, _, _, _) = setup();
+        let c = config(AdaptMode::Head, 1);
+        let e = adapt(&bert, support.clone(), &[0; 6], 1, &c, |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("at least 2 labels"), "{e}");
+        let e = adapt(
+            &bert,
+            support.clone(),
+            &[0, 0, 1, 1, 1, 1],
+            3,
+            &c,
+            |_, _| {},
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("label #2 has no support example"),
+            "{e}"
+        );
+        let e = adapt(&bert, support, &[0, 1], 2, &c, |_, _| {}).unwrap_err();
+        assert!(
+            e.to_string().contains("2 labels for 6 support examples"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn divergence_is_reported() {
+        let (bert, support, labels, _, _) = setup();
+        let mut c = config(AdaptMode::Full, 5);
+        c.lr = f64::INFINITY;
+        c.head_lr = f64::INFINITY;
+        let e = adapt(&bert, support, &labels, 3, &c, |_, _| {}).unwrap_err();
+        assert!(matches!(e, Error::Diverged { .. }), "{e}");
+        assert!(e.to_string().contains("nothing was saved"), "{e}");
+    }
+
+    #[test]
+    fn task_files_round_trip_with_identical_predictions() {
+        let (bert, support, labels, query, _) = setup();
+        for mode in AdaptMode::ALL {
+            let c = config(mode, 3);
+            let adapted = adapt(&bert, support.clone(), &labels, 3, &c, |_, _| {}).unwrap();
+            let meta = TaskMeta {
+                format: TASK_FORMAT.into(),
+                name: "toy".into(),
+                labels: vec!["a".into(), "b".into(), "c".into()],
+                config: c.clone(),
+                first: adapted.first,
+                base: "tiny".into(),
+                max_len: 16,
+            };
+            let bytes = save_task(&adapted.model, &meta).unwrap();
+            let names = read_header(&bytes, "t").unwrap();
+            match mode {
+                AdaptMode::Head => assert_eq!(names.len(), 2),
+                AdaptMode::Adapters => assert_eq!(names.len(), 2 + 8),
+                AdaptMode::Full => assert_eq!(names.len(), 2 + 16),
+            }
+            let (loaded, meta2) = load_task(&bert, &bytes, "t").unwrap();
+            assert_eq!(meta2, meta);
+            let p = |m: &FewShotModel| {
+                m.probabilities(query.clone())
+                    .try_into_vec_as::<f32>()
+                    .unwrap()
+            };
+            assert_eq!(p(&adapted.model), p(&loaded), "{mode:?}");
+            // The same file on another encoder shape: named, not a panic.
+            let other = BertConfig {
+                hidden_size: 8,
+                num_attention_heads: 2,
+                intermediate_size: 16,
+                ..BertConfig::tiny(30)
+            }
+            .init(&Device::flex());
+            let e = load_task(&other, &bytes, "t.safetensors")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("t.safetensors: ") && e.contains("shape"),
+                "{e}"
+            );
+        }
+        let e = load_task(
+            &bert,
+            &crate::optim::write_safetensors(&[("x".into(), vec![1.0])], &BTreeMap::new()),
+            "x",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not a task file"), "{e}");
+    }
+}
