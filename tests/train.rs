@@ -7,90 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use polytask_core::BertConfig;
-use polytask_core::burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
-use polytask_core::burn::tensor::Device;
 use serde_json::{Value, json};
 
-const WORDS: &[&str] = &[
-    "the",
-    "a",
-    "movie",
-    "film",
-    "show",
-    "is",
-    "was",
-    "great",
-    "good",
-    "fine",
-    "bad",
-    "awful",
-    "boring",
-    "paris",
-    "london",
-    "berlin",
-    "alice",
-    "bob",
-    "carol",
-    "went",
-    "to",
-    "met",
-    "in",
-    "visited",
-    "and",
-    "today",
-    "yesterday",
-    "very",
-    "not",
-];
+mod common;
 
-fn tokenizer_json() -> String {
-    let mut vocab = vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
-    vocab.extend(WORDS);
-    let vocab: serde_json::Map<String, Value> = vocab
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.to_string(), json!(i)))
-        .collect();
-    json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
-                       "strip_accents": null, "lowercase": true},
-        "pre_tokenizer": {"type": "BertPreTokenizer"},
-        "post_processor": {"type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
-                     {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
-            "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
-                               "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}},
-        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
-                  "max_input_chars_per_word": 100, "vocab": vocab}
-    })
-    .to_string()
-}
-
-/// A tiny random BERT saved as a Hugging Face model directory.
-fn tiny_model(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut config = BertConfig::tiny(WORDS.len() + 5);
-    config.hidden_size = 32;
-    config.intermediate_size = 64;
-    let model = config.init(&Device::flex());
-    let mut store = SafetensorsStore::from_bytes(None)
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .with_key_remapping(r"\.attention\.self_\.", ".attention.self.");
-    model.save_into(&mut store).unwrap();
-    std::fs::write(dir.join("model.safetensors"), store.get_bytes().unwrap()).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string(&config).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(dir.join("tokenizer.json"), tokenizer_json()).unwrap();
-}
+use common::tiny_model;
 
 /// Sentiment (sentence task) and names/places (token task) from templates.
 fn write_data(dir: &Path) {

@@ -1,25 +1,40 @@
-//! `core-train eval-fewshot`: N-way K-shot accuracy on meta-test classes, with 95%
-//! confidence intervals over seeded episodes.
+//! `core-train eval-fewshot`: every few-shot method on the same seeded episodes.
 //!
-//! Implemented so far: method (a) of the meta-learning issue, the nearest class prototype
-//! with the pretrained encoder and no training. CLINC150's classes are split by domain
-//! (6 meta-train, 2 meta-val, 2 meta-test by default, seeded); episodes are drawn from the
-//! meta-test intents (all their in-scope examples, train/val/test pooled).
+//! - (a) nearest class prototype with the pretrained encoder, no training;
+//! - fine-tuning (prototype-initialised head; head only, adapters or top blocks) from each
+//!   encoder given: the pretrained one (b), and any `--init NAME=DIR`, e.g. a multi-task
+//!   run (c), a Reptile (d) or FOMAML (e) meta-train output.
+//!
+//! N-way K-shot episodes come from the meta-test classes (CLINC150: whole domains; see
+//! `episode_data`); `--full-way K` also adapts to *all* classes of the dataset from K
+//! training examples each and scores the whole test split. Accuracy is reported with a
+//! 95% confidence interval over episodes (over runs for full-way) and the adaptation time
+//! per task (the frozen forward pass over the support set plus the steps).
+//!
+//! The frozen bottom of the encoder is run once per example and cached, so an episode
+//! only pays for the blocks that adapt.
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use burn::tensor::{Tensor, TensorData};
-use polytask_core::Pooling;
-use polytask_core::data;
-use polytask_core::episodes::{ClassSplit, EpisodeSampler};
-use polytask_core::meta::{nearest_prototype, prototypes};
+use anyhow::{Result, bail};
+use burn::tensor::{Device, Tensor, TensorData};
+use polytask_core::bert::EncoderOutput;
+use polytask_core::episodes::EpisodeSampler;
+use polytask_core::fewshot::{
+    AdaptConfig, AdaptMode, adapt_from_states, first_adapting_block, frozen_states, prepare,
+};
 use polytask_core::metrics::mean_ci95;
+use polytask_core::rng::Rng;
+use polytask_core::{BertModel, SentenceEncoder};
+use serde_json::json;
 
+use crate::adapt_cmd::{AdaptFlags, Labelled, inputs};
 use crate::backend::{self, BackendChoice};
-use crate::train_cmd::DataArgs;
-use crate::{data_fetch, model_dir};
+use crate::episode_data::{self, EpisodeDataArgs};
+use crate::model_dir;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct FewShotArgs {
@@ -34,123 +49,419 @@ pub struct FewShotArgs {
     pub query: usize,
     #[arg(long, default_value_t = 300)]
     pub episodes: usize,
+    /// Seeds the episodes (the same for every method).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Domains for meta-train, meta-val and meta-test.
-    #[arg(long, value_delimiter = ',', default_value = "6,2,2")]
-    pub domains: Vec<usize>,
-    /// Model directory (default: all-MiniLM-L6-v2, fetched if missing).
+    /// More encoders to fine-tune from, as NAME=DIR (a training run's best/, a meta-train
+    /// output). The pretrained encoder (--model) is always included.
+    #[arg(long = "init", value_parser = parse_init)]
+    pub inits: Vec<(String, PathBuf)>,
+    /// Adaptation modes for fine-tuning (head, adapters, full); empty: prototypes only.
+    #[arg(long, value_delimiter = ',', default_value = "head,adapters")]
+    pub modes: Vec<String>,
+    /// Full-way K-shot settings on the whole test split (e.g. 5,10).
+    #[arg(long, value_delimiter = ',')]
+    pub full_way: Vec<usize>,
+    /// Repetitions (support sets) of each full-way setting.
+    #[arg(long, default_value_t = 3)]
+    pub full_way_runs: usize,
+    /// Steps of full-way adaptation (minibatches of --batch-size).
+    #[arg(long, default_value_t = 200)]
+    pub full_way_steps: usize,
+    #[command(flatten)]
+    pub adapt: AdaptFlags,
+    /// The pretrained encoder (default: all-MiniLM-L6-v2, fetched if missing).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Also write each row as a JSON line to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: EpisodeDataArgs,
+}
+
+fn parse_init(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    let (name, dir) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=DIR"))?;
+    if name.is_empty() || dir.is_empty() {
+        return Err(format!("{s:?}: expected NAME=DIR"));
+    }
+    Ok((name.to_string(), PathBuf::from(dir)))
+}
+
+/// The issue's letter for a method, by the name of its starting encoder.
+fn letter(name: &str) -> &'static str {
+    match name {
+        "pretrained" => "(b) ",
+        "multitask" => "(c) ",
+        "reptile" => "(d) ",
+        "fomaml" => "(e) ",
+        _ => "",
+    }
+}
+
+/// Frozen states of examples, one `[len, hidden]` block each, computed once.
+struct StateCache {
+    hidden: usize,
+    states: BTreeMap<usize, (usize, Vec<f32>)>,
+    /// Seconds per example of the frozen forward pass.
+    per_example_s: f64,
+}
+
+impl StateCache {
+    fn build(
+        bert: &BertModel,
+        encoder: &SentenceEncoder,
+        examples: &[Labelled],
+        wanted: &[usize],
+        first: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let hidden = bert.hidden_size();
+        let mut states = BTreeMap::new();
+        let t0 = Instant::now();
+        for chunk in wanted.chunks(64) {
+            let texts: Vec<&str> = chunk.iter().map(|&i| examples[i].text.as_str()).collect();
+            let out = frozen_states(bert, inputs(encoder, &texts, device)?, first);
+            let [n, seq, h] = out.last_hidden_state.dims();
+            let values: Vec<f32> = out
+                .last_hidden_state
+                .try_into_vec_as::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let mask: Vec<f32> = out
+                .mask
+                .try_into_vec_as::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            for (r, &i) in chunk.iter().enumerate().take(n) {
+                let len = mask[r * seq..(r + 1) * seq]
+                    .iter()
+                    .filter(|&&m| m > 0.5)
+                    .count();
+                let rows = values[r * seq * h..(r * seq + len) * h].to_vec();
+                states.insert(i, (len, rows));
+            }
+        }
+        let per_example_s = t0.elapsed().as_secs_f64() / wanted.len().max(1) as f64;
+        Ok(StateCache {
+            hidden,
+            states,
+            per_example_s,
+        })
+    }
+
+    /// The padded batch of examples `idx`.
+    fn batch(&self, idx: &[usize], device: &Device) -> EncoderOutput {
+        let seq = idx.iter().map(|i| self.states[i].0).max().unwrap_or(1);
+        let h = self.hidden;
+        let mut values = vec![0f32; idx.len() * seq * h];
+        let mut mask = vec![0f32; idx.len() * seq];
+        for (r, i) in idx.iter().enumerate() {
+            let (len, rows) = &self.states[i];
+            values[r * seq * h..(r * seq + len) * h].copy_from_slice(rows);
+            mask[r * seq..r * seq + len]
+                .iter_mut()
+                .for_each(|m| *m = 1.0);
+        }
+        EncoderOutput {
+            last_hidden_state: Tensor::from_data(
+                TensorData::new(values, [idx.len(), seq, h]),
+                device,
+            ),
+            mask: Tensor::from_data(TensorData::new(mask, [idx.len(), seq]), device),
+        }
+    }
+}
+
+/// Adapts `bert` on cached support states and scores the query; returns (accuracy,
+/// seconds of adaptation including the support's frozen forward pass).
+#[allow(clippy::too_many_arguments)]
+fn run_task(
+    bert: &BertModel,
+    cache: &StateCache,
+    first: usize,
+    support: &[(usize, usize)],
+    query: &[(usize, usize)],
+    n_way: usize,
+    config: &AdaptConfig,
+    device: &Device,
+) -> Result<(f64, f64)> {
+    let t = Instant::now();
+    let s_idx: Vec<usize> = support.iter().map(|p| p.0).collect();
+    let s_labels: Vec<usize> = support.iter().map(|p| p.1).collect();
+    let states = cache.batch(&s_idx, device);
+    let adapted = adapt_from_states(
+        bert.clone(),
+        &states,
+        first,
+        &s_labels,
+        n_way,
+        config,
+        &mut |_, _| {},
+    )?;
+    let seconds = t.elapsed().as_secs_f64() + cache.per_example_s * support.len() as f64;
+    let mut correct = 0usize;
+    for chunk in query.chunks(256) {
+        let q_idx: Vec<usize> = chunk.iter().map(|p| p.0).collect();
+        let pred: Vec<i64> = adapted
+            .model
+            .logits_from(first, cache.batch(&q_idx, device))
+            .argmax(1)
+            .reshape([chunk.len()])
+            .try_into_vec_as::<i64>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        correct += pred
+            .iter()
+            .zip(chunk)
+            .filter(|(p, q)| **p as usize == q.1)
+            .count();
+    }
+    Ok((correct as f64 / query.len().max(1) as f64, seconds))
+}
+
+struct Row {
+    method: String,
+    setting: String,
+    n: usize,
+    mean: f64,
+    ci: f64,
+    seconds: f64,
 }
 
 pub fn run(args: &FewShotArgs) -> Result<()> {
-    let [n_train, n_val, n_test] = args.domains[..] else {
-        bail!(
-            "--domains takes three numbers (meta-train, meta-val, meta-test), got {:?}",
-            args.domains
-        );
-    };
-    let data_dir = args
-        .data
-        .data_dir
-        .clone()
-        .unwrap_or_else(data_fetch::default_data_dir);
-    let mirror = args
-        .data
-        .mirror
-        .clone()
-        .or_else(data_fetch::mirror_from_env);
-    let dir = data_fetch::ensure_dataset("clinc150", &data_dir, mirror.as_deref())?;
-    let read = |name: &str| -> Result<(String, String)> {
-        let path = dir.join(name);
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let file = path.display().to_string();
-        let text = data::decode(&bytes, &file)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .to_string();
-        Ok((text, file))
-    };
-    let (full, full_name) = read("data_full.json")?;
-    let (domains, domains_name) = read("domains.json")?;
-    let groups =
-        data::parse_clinc_domains(&domains, &domains_name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let split = ClassSplit::by_groups(&groups, n_train, n_val, n_test, args.seed)?;
-    let mut examples = Vec::new();
-    for s in ["train", "val", "test"] {
-        examples
-            .extend(data::parse_clinc(&full, &full_name, s).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let modes: Vec<AdaptMode> = args
+        .modes
+        .iter()
+        .filter(|m| !m.is_empty())
+        .map(|m| AdaptMode::parse(m))
+        .collect::<std::result::Result<_, _>>()?;
+    if args.episodes == 0 && args.full_way.is_empty() {
+        bail!("nothing to do: --episodes 0 and no --full-way");
     }
-    // Only the meta-test classes are needed for method (a).
-    let wanted: std::collections::BTreeSet<&String> = split.test.iter().collect();
-    examples.retain(|e| wanted.contains(&e.label));
-    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-    let labels: Vec<&str> = examples.iter().map(|e| e.label.as_str()).collect();
-
+    let data = episode_data::load(&args.data)?;
     let selected = backend::select(args.backend)?;
-    let model_path = model_dir::resolve(args.model.as_deref())?;
-    let (encoder, _) = model_dir::load(&model_path, &selected.device)?;
+    let device = selected.device.clone();
+    let base_dir = model_dir::resolve(args.model.as_deref())?;
+    let mut encoders = vec![("pretrained".to_string(), base_dir)];
+    encoders.extend(args.inits.iter().cloned());
     eprintln!(
-        "backend: {}; meta-test: {} intents of {} domains, {} examples",
+        "backend: {}; {}: {} meta-test classes ({}); {} examples",
         selected.description,
-        split.test.len(),
-        n_test,
-        examples.len()
+        data.name,
+        data.split.test.len(),
+        data.split.test.join(", "),
+        data.all.len()
     );
-    let t0 = Instant::now();
-    let vectors = encoder.embed(&texts, Pooling::Mean, true, 64, &selected.device)?;
-    let embed_s = t0.elapsed().as_secs_f64();
-    let hidden = encoder.config.hidden_size;
-    let flat: Vec<f32> = vectors.concat();
-    let all = Tensor::<2>::from_data(
-        TensorData::new(flat, [examples.len(), hidden]),
-        &selected.device,
-    );
+    let labels = data.all_labels();
+    let test_classes: std::collections::BTreeSet<&str> =
+        data.split.test.iter().map(String::as_str).collect();
+    let episode_examples: Vec<usize> = (0..data.all.len())
+        .filter(|&i| test_classes.contains(labels[i]))
+        .collect();
+    // Full-way: examples by class from the train split, scored on the whole test split.
+    let mut classes: Vec<String> = data.train.iter().map(|e| e.label.clone()).collect();
+    classes.sort();
+    classes.dedup();
+    let mut json_out = match &args.json {
+        Some(p) => Some(std::fs::File::create(p)?),
+        None => None,
+    };
 
-    println!("| method | setting | episodes | accuracy (95% CI) | time per task |");
-    println!("|---|---|---:|---|---:|");
-    for &shot in &args.shot {
-        let mut sampler =
-            EpisodeSampler::new(&labels, &split.test, args.way, shot, args.query, args.seed)?;
-        let mut accs = Vec::with_capacity(args.episodes);
-        let t = Instant::now();
-        for _ in 0..args.episodes {
-            let e = sampler.sample();
-            let take = |pairs: &[(usize, usize)]| {
-                let idx: Vec<i64> = pairs.iter().map(|p| p.0 as i64).collect();
-                let n = idx.len();
-                let idx = Tensor::<1, burn::tensor::Int>::from_data(
-                    TensorData::new(idx, [n]),
-                    &selected.device,
-                );
-                all.clone().select(0, idx)
-            };
-            let support_labels: Vec<usize> = e.support.iter().map(|p| p.1).collect();
-            let protos = prototypes(take(&e.support), &support_labels, args.way);
-            let pred: Vec<i64> = nearest_prototype(take(&e.query), protos)
-                .try_into_vec_as::<i64>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            let correct = pred
-                .iter()
-                .zip(&e.query)
-                .filter(|(p, q)| **p as usize == q.1)
-                .count();
-            accs.push(correct as f64 / e.query.len() as f64);
-        }
-        // Adaptation time of one task: embedding its support set plus building the head.
-        let per_task = embed_s / examples.len() as f64 * (args.way * shot) as f64
-            + t.elapsed().as_secs_f64() / args.episodes as f64;
-        let (mean, ci) = mean_ci95(&accs);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut emit = |row: Row, rows: &mut Vec<Row>| -> Result<()> {
         println!(
-            "| (a) nearest prototype, pretrained encoder | {}-way {shot}-shot | {} | {:.4} ± {:.4} | {:.3} s |",
-            args.way, args.episodes, mean, ci, per_task
+            "| {} | {} | {} | {:.4} ± {:.4} | {:.3} s |",
+            row.method, row.setting, row.n, row.mean, row.ci, row.seconds
         );
+        if let Some(f) = json_out.as_mut() {
+            writeln!(
+                f,
+                "{}",
+                json!({"method": row.method, "setting": row.setting, "n": row.n, "accuracy": row.mean, "ci95": row.ci, "seconds_per_task": row.seconds})
+            )?;
+        }
+        rows.push(row);
+        Ok(())
+    };
+    println!(
+        "| method | setting | episodes / runs | accuracy (95% CI) | adaptation time per task |"
+    );
+    println!("|---|---|---:|---|---:|");
+
+    for (e_idx, (name, dir)) in encoders.iter().enumerate() {
+        let (encoder, _) = model_dir::load(dir, &device)?;
+        // (a) runs once, with the pretrained encoder; then fine-tuning per mode.
+        let mut methods: Vec<(String, AdaptConfig)> = Vec::new();
+        if e_idx == 0 {
+            let mut c = args.adapt.config("head")?;
+            c.steps = 0;
+            methods.push((
+                "(a) nearest prototype, pretrained, no training".to_string(),
+                c,
+            ));
+        }
+        for &mode in &modes {
+            let c = args.adapt.config(mode.name())?;
+            let what = match mode {
+                AdaptMode::Head => "head only".to_string(),
+                AdaptMode::Adapters => {
+                    format!("adapters (top {}) + head", c.layers)
+                }
+                AdaptMode::Full => format!("top {} blocks + head", c.layers),
+            };
+            methods.push((
+                format!(
+                    "{}fine-tune from {name}, {what}, {} steps",
+                    letter(name),
+                    c.steps
+                ),
+                c,
+            ));
+        }
+        let mut caches: BTreeMap<(usize, bool), StateCache> = BTreeMap::new();
+        for (method, config) in &methods {
+            let bert = prepare(&encoder.model, config);
+            let first = first_adapting_block(config.mode, config.layers, bert.num_layers());
+            if args.episodes > 0 {
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    caches.entry((first, false))
+                {
+                    slot.insert(StateCache::build(
+                        &bert,
+                        &encoder,
+                        &data.all,
+                        &episode_examples,
+                        first,
+                        &device,
+                    )?);
+                }
+                let cache = &caches[&(first, false)];
+                for &shot in &args.shot {
+                    let mut sampler = EpisodeSampler::new(
+                        &labels,
+                        &data.split.test,
+                        args.way,
+                        shot,
+                        args.query,
+                        args.seed,
+                    )?;
+                    let (mut accs, mut secs) = (Vec::new(), 0.0);
+                    for _ in 0..args.episodes {
+                        let e = sampler.sample();
+                        let (acc, s) = run_task(
+                            &bert, cache, first, &e.support, &e.query, args.way, config, &device,
+                        )?;
+                        accs.push(acc);
+                        secs += s;
+                    }
+                    let (mean, ci) = mean_ci95(&accs);
+                    emit(
+                        Row {
+                            method: method.clone(),
+                            setting: format!("{}-way {shot}-shot", args.way),
+                            n: args.episodes,
+                            mean,
+                            ci,
+                            seconds: secs / args.episodes as f64,
+                        },
+                        &mut rows,
+                    )?;
+                }
+            }
+            if !args.full_way.is_empty() {
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    caches.entry((first, true))
+                {
+                    // Train and test examples, indexed into `data.all` (train first).
+                    let all: Vec<usize> = (0..data.train.len())
+                        .chain(data.all.len() - data.test.len()..data.all.len())
+                        .collect();
+                    slot.insert(StateCache::build(
+                        &bert, &encoder, &data.all, &all, first, &device,
+                    )?);
+                }
+                let cache = &caches[&(first, true)];
+                let test_offset = data.all.len() - data.test.len();
+                let query: Vec<(usize, usize)> = data
+                    .test
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| {
+                        classes
+                            .iter()
+                            .position(|c| *c == e.label)
+                            .map(|k| (test_offset + i, k))
+                    })
+                    .collect();
+                let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
+                for (i, e) in data.train.iter().enumerate() {
+                    let k = classes
+                        .iter()
+                        .position(|c| *c == e.label)
+                        .expect("train label");
+                    by_class[k].push(i);
+                }
+                for &k_shot in &args.full_way {
+                    if let Some((k, v)) =
+                        by_class.iter().enumerate().find(|(_, v)| v.len() < k_shot)
+                    {
+                        bail!(
+                            "full-way {k_shot}-shot: class {:?} has only {} training examples",
+                            classes[k],
+                            v.len()
+                        );
+                    }
+                    let mut config = config.clone();
+                    if config.steps > 0 {
+                        config.steps = args.full_way_steps;
+                    }
+                    let (mut accs, mut secs) = (Vec::new(), 0.0);
+                    for run in 0..args.full_way_runs {
+                        let mut rng = Rng::derive(args.seed, 0xf0 + run as u64);
+                        let mut support = Vec::new();
+                        for (k, pool) in by_class.iter().enumerate() {
+                            let mut pool = pool.clone();
+                            rng.shuffle(&mut pool);
+                            support.extend(pool[..k_shot].iter().map(|&i| (i, k)));
+                        }
+                        let (acc, s) = run_task(
+                            &bert,
+                            cache,
+                            first,
+                            &support,
+                            &query,
+                            classes.len(),
+                            &config,
+                            &device,
+                        )?;
+                        accs.push(acc);
+                        secs += s;
+                    }
+                    let (mean, ci) = mean_ci95(&accs);
+                    emit(
+                        Row {
+                            method: method.replace(
+                                &format!("{} steps", args.adapt.steps),
+                                &format!("{} steps", config.steps),
+                            ),
+                            setting: format!(
+                                "{}-way {k_shot}-shot, whole test split ({} examples)",
+                                classes.len(),
+                                query.len()
+                            ),
+                            n: args.full_way_runs,
+                            mean,
+                            ci,
+                            seconds: secs / args.full_way_runs as f64,
+                        },
+                        &mut rows,
+                    )?;
+                }
+            }
+        }
     }
-    eprintln!("(meta-test intents: {})", split.test.join(", "));
+    eprintln!("{} rows", rows.len());
     Ok(())
 }

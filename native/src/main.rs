@@ -1,14 +1,17 @@
 //! `core-train`: the Polytask command line.
 
+mod adapt_cmd;
 mod backend;
 mod bench;
 mod corpus;
 mod data_cmd;
 mod data_fetch;
+mod episode_data;
 mod eval_cmd;
 mod evaluate;
 mod fetch;
 mod fewshot_cmd;
+mod meta_cmd;
 mod model_dir;
 mod predict_cmd;
 mod recipe;
@@ -73,9 +76,16 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Score a saved model on the dev or test split of its recipe's data.
     Eval(eval_cmd::EvalArgs),
-    /// Predict every task of a saved model for some text (JSON lines).
+    /// Predict every task of a saved model (--model), or an adapted task (--task), for
+    /// some text (JSON lines).
     Predict(predict_cmd::PredictArgs),
-    /// Few-shot accuracy on CLINC150 meta-test intents (nearest prototype so far).
+    /// Teach a new task from a few labelled examples; writes a small task file.
+    Adapt(adapt_cmd::AdaptArgs),
+    /// First-order meta-learning (Reptile / FOMAML) of adapters or top blocks over
+    /// few-shot episodes (CLINC150 meta-train domains by default).
+    MetaTrain(meta_cmd::MetaTrainArgs),
+    /// Few-shot accuracy of every method on the same seeded episodes (meta-test classes),
+    /// and full-way K-shot on a whole test split.
     EvalFewshot(fewshot_cmd::FewShotArgs),
     /// Datasets: check a file.
     #[command(subcommand)]
@@ -238,6 +248,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval_cmd::run(&args),
         Command::Predict(args) => predict_cmd::run(&args),
         Command::EvalFewshot(args) => fewshot_cmd::run(&args),
+        Command::Adapt(args) => adapt_cmd::run_adapt(&args),
+        Command::MetaTrain(args) => meta_cmd::run(&args),
         Command::Data(DataCommand::Check { file, format }) => data_cmd::check(&file, format),
         Command::Data(DataCommand::Fetch { names, mirror, dir }) => {
             data_fetch::run(&names, mirror, dir)

@@ -19,9 +19,13 @@ use crate::run_dir;
 pub struct PredictArgs {
     /// Texts; read one per line from stdin when none are given.
     pub texts: Vec<String>,
-    /// A saved model directory (OUT/best of a training run).
+    /// A saved model directory (OUT/best of a training run); with --task, the base
+    /// encoder the task was adapted from (default: all-MiniLM-L6-v2).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
+    /// A task file written by `core-train adapt`.
+    #[arg(long)]
+    pub task: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
 }
@@ -68,8 +72,19 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     if texts.is_empty() {
         bail!("no text: give it as arguments or one per line on stdin");
     }
+    if let Some(task) = &args.task {
+        return crate::adapt_cmd::run_predict_task(
+            task,
+            args.model.as_deref(),
+            &texts,
+            args.backend,
+        );
+    }
+    let Some(model_dir) = &args.model else {
+        bail!("give --model DIR (a training run's best/) or --task FILE (from core-train adapt)");
+    };
     let selected = backend::select(args.backend)?;
-    let (saved, tokenizer, _) = run_dir::load(&args.model, &selected.device)?;
+    let (saved, tokenizer, _) = run_dir::load(model_dir, &selected.device)?;
     let model = &saved.model;
     let mut items = Vec::with_capacity(texts.len());
     let mut spans = Vec::with_capacity(texts.len());
