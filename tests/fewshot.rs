@@ -407,3 +407,117 @@ adapter_size = 8
             .contains("(30 examples)")
     );
 }
+
+fn predictions(o: &Output) -> Vec<Value> {
+    assert!(o.status.success(), "{}", stderr(o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A bundle (f32 and f16) predicts what the task file predicts: the same labels, and
+/// probabilities equal in f32 and within 1e-3 in f16; a changed file fails its checksum.
+#[test]
+fn bundles_predict_like_the_task_file_and_are_checked() {
+    let (dir, model) = setup();
+    let d = dir.path();
+    assert!(adapt(d, &model, "adapters", &[]).status.success());
+    let task = d.join("task-adapters.safetensors");
+    let texts: Vec<&str> = HELD_OUT.iter().map(|(t, _)| *t).collect();
+    let mut args = vec![
+        "predict",
+        "--task",
+        task.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ];
+    args.extend(&texts);
+    let direct = predictions(&run(&args));
+    let mut sizes = Vec::new();
+    for (dtype, tolerance) in [("f32", 0.0), ("f16", 1e-3)] {
+        let out = d.join(format!("bundle-{dtype}"));
+        let o = run(&[
+            "export",
+            "--model",
+            model.to_str().unwrap(),
+            "--task",
+            task.to_str().unwrap(),
+            "--dtype",
+            dtype,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["format"], "polytask-bundle/1");
+        assert_eq!(manifest["tasks"], json!(["task-adapters"]));
+        sizes.push(
+            std::fs::metadata(out.join("model.safetensors"))
+                .unwrap()
+                .len(),
+        );
+        let mut args = vec![
+            "predict",
+            "--bundle",
+            out.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ];
+        args.extend(&texts);
+        let via_bundle = predictions(&run(&args));
+        for (a, b) in direct.iter().zip(&via_bundle) {
+            let b = &b["tasks"]["task-adapters"];
+            assert_eq!(a["label"], b["label"], "{dtype}");
+            for (label, p) in a["probabilities"].as_object().unwrap() {
+                let q = b["probabilities"][label].as_f64().unwrap();
+                assert!(
+                    (p.as_f64().unwrap() - q).abs() <= tolerance,
+                    "{dtype}: {p} vs {q}"
+                );
+            }
+        }
+    }
+    assert!(sizes[1] * 10 < sizes[0] * 6, "f16 weights {sizes:?}");
+    // A changed byte fails the checksum, naming the file.
+    let weights = d.join("bundle-f16/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&weights, bytes).unwrap();
+    let o = run(&[
+        "predict",
+        "--bundle",
+        d.join("bundle-f16").to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "hi",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("model.safetensors: sha256") && e.contains("does not match"),
+        "{e}"
+    );
+    // A task from another base is refused at export.
+    let other = d.join("other");
+    tiny_model(&other);
+    let o = run(&[
+        "export",
+        "--model",
+        other.to_str().unwrap(),
+        "--task",
+        task.to_str().unwrap(),
+        "--out",
+        d.join("bad-bundle").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("adapted from the encoder with weights"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -148,8 +148,96 @@ fn is_buffer(name: &str) -> bool {
     name.ends_with("position_ids") || name.ends_with("num_batches_tracked")
 }
 
-/// Loads a checkpoint's bytes into `model`. `source` names the file in errors.
+/// A float width a safetensors file can store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatWidth {
+    F32,
+    F16,
+}
+
+impl FloatWidth {
+    fn tag(self) -> &'static str {
+        match self {
+            FloatWidth::F32 => "F32",
+            FloatWidth::F16 => "F16",
+        }
+    }
+}
+
+/// Rewrites a safetensors file with every F32/F16 tensor stored as `to` (names, shapes,
+/// metadata and other dtypes unchanged). F16 halves a download; loading converts back.
+pub fn convert_floats(bytes: &[u8], to: FloatWidth, source: &str) -> Result<Vec<u8>> {
+    use burn::tensor::f16;
+    let header = read_header(bytes, source)?;
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let raw: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n])
+        .map_err(|e| checkpoint_error(source, format!("corrupt header: {e}")))?;
+    let data = &bytes[8 + n..];
+    // Keep the file's tensor order (by offset).
+    let mut order: Vec<(&String, &TensorInfo)> = header.iter().collect();
+    order.sort_by_key(|(_, info)| info.data_offsets.0);
+    let mut out_header = serde_json::Map::new();
+    if let Some(m) = raw.get("__metadata__") {
+        out_header.insert("__metadata__".into(), m.clone());
+    }
+    let mut body = Vec::with_capacity(data.len());
+    for (name, info) in order {
+        let (a, b) = info.data_offsets;
+        let src = &data[a..b];
+        let converted: Vec<u8> = match (info.dtype.as_str(), to) {
+            ("F32", FloatWidth::F16) => src
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    f16::from_f32(f32::from_le_bytes(c.try_into().expect("4"))).to_le_bytes()
+                })
+                .collect(),
+            ("F16", FloatWidth::F32) => src
+                .chunks_exact(2)
+                .flat_map(|c| {
+                    f16::from_le_bytes(c.try_into().expect("2"))
+                        .to_f32()
+                        .to_le_bytes()
+                })
+                .collect(),
+            _ => src.to_vec(),
+        };
+        let dtype = if matches!(info.dtype.as_str(), "F32" | "F16") {
+            to.tag().to_string()
+        } else {
+            info.dtype.clone()
+        };
+        let start = body.len();
+        body.extend_from_slice(&converted);
+        out_header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": info.shape, "data_offsets": [start, body.len()]}),
+        );
+    }
+    let mut json = serde_json::to_vec(&out_header).expect("serialisable");
+    while !json.len().is_multiple_of(8) {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + body.len());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// `bytes` with any F16 tensors widened to F32 (unchanged, without a copy, otherwise).
+pub fn widen_f16(bytes: Vec<u8>, source: &str) -> Result<Vec<u8>> {
+    let header = read_header(&bytes, source)?;
+    if header.values().any(|i| i.dtype == "F16") {
+        convert_floats(&bytes, FloatWidth::F32, source)
+    } else {
+        Ok(bytes)
+    }
+}
+
+/// Loads a checkpoint's bytes into `model`. `source` names the file in errors. F16
+/// tensors are widened to F32 first.
 pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<LoadReport> {
+    let bytes = widen_f16(bytes, source)?;
     let header = read_header(&bytes, source)?;
     let prefixed = header.keys().any(|k| k.starts_with("bert."));
     let mut report = LoadReport::default();
@@ -640,5 +728,63 @@ mod tests {
             .last_hidden_state
             .into_data();
         whole.assert_eq(&split, true);
+    }
+
+    #[test]
+    fn f16_files_are_half_the_size_and_load_back_within_f16_precision() {
+        let device = Device::flex();
+        let config = BertConfig::tiny(20);
+        let original = config.init(&device);
+        let bytes = hf_bytes(&original, "");
+        let half = convert_floats(&bytes, FloatWidth::F16, "m").unwrap();
+        let h = read_header(&half, "m").unwrap();
+        assert_eq!(
+            h["encoder.layer.0.attention.self.query.weight"].dtype,
+            "F16"
+        );
+        assert_eq!(
+            h["embeddings.position_ids"].dtype, "I64",
+            "other dtypes kept"
+        );
+        assert!(
+            half.len() < bytes.len() * 6 / 10,
+            "{} vs {}",
+            half.len(),
+            bytes.len()
+        );
+        let mut loaded = config.init(&device);
+        load_bert(&mut loaded, half, "m").unwrap();
+        let input = crate::bert::BertInput {
+            input_ids: burn::tensor::Tensor::from_data([[2, 5, 7, 3]], &device),
+            token_type_ids: burn::tensor::Tensor::zeros([1, 4], &device),
+            attention_mask: burn::tensor::Tensor::ones([1, 4], &device),
+        };
+        let a: Vec<f32> = original
+            .forward(input.clone())
+            .last_hidden_state
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let b: Vec<f32> = loaded
+            .forward(input)
+            .last_hidden_state
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst > 0.0 && worst < 1e-2, "{worst}");
+        // F32 → F16 → F32 is the identity on values that F16 holds exactly.
+        let back = convert_floats(
+            &convert_floats(&bytes, FloatWidth::F16, "m").unwrap(),
+            FloatWidth::F32,
+            "m",
+        )
+        .unwrap();
+        assert_eq!(
+            convert_floats(&back, FloatWidth::F16, "m").unwrap(),
+            convert_floats(&bytes, FloatWidth::F16, "m").unwrap()
+        );
     }
 }

@@ -242,7 +242,7 @@ impl MultiTaskModel {
             file: source.into(),
             message,
         };
-        crate::checkpoint::read_header(&bytes, source)?;
+        let bytes = crate::checkpoint::widen_f16(bytes, source)?;
         let mut store = SafetensorsStore::from_bytes(Some(bytes))
             .with_from_adapter(PyTorchToBurnAdapter)
             .with_key_remapping(r"\.attention\.self\.", ".attention.self_.")

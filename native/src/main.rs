@@ -3,6 +3,7 @@
 mod adapt_cmd;
 mod backend;
 mod bench;
+mod bundle;
 mod corpus;
 mod data_cmd;
 mod data_fetch;
@@ -79,6 +80,9 @@ enum Command {
     /// Predict every task of a saved model (--model), or an adapted task (--task), for
     /// some text (JSON lines).
     Predict(predict_cmd::PredictArgs),
+    /// Write a model bundle for the browser and `predict --bundle`: weights (f32 or f16),
+    /// config, tokenizer, task heads, adapted tasks and a manifest with sha256 sums.
+    Export(bundle::ExportArgs),
     /// Teach a new task from a few labelled examples; writes a small task file.
     Adapt(adapt_cmd::AdaptArgs),
     /// First-order meta-learning (Reptile / FOMAML) of adapters or top blocks over
@@ -249,6 +253,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict_cmd::run(&args),
         Command::EvalFewshot(args) => fewshot_cmd::run(&args),
         Command::Adapt(args) => adapt_cmd::run_adapt(&args),
+        Command::Export(args) => bundle::export(&args),
         Command::MetaTrain(args) => meta_cmd::run(&args),
         Command::Data(DataCommand::Check { file, format }) => data_cmd::check(&file, format),
         Command::Data(DataCommand::Fetch { names, mirror, dir }) => {

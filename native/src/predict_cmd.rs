@@ -24,8 +24,11 @@ pub struct PredictArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// A task file written by `core-train adapt`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bundle")]
     pub task: Option<PathBuf>,
+    /// A bundle written by `core-train export` (checked against its manifest).
+    #[arg(long, conflicts_with = "model")]
+    pub bundle: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
 }
@@ -72,6 +75,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     if texts.is_empty() {
         bail!("no text: give it as arguments or one per line on stdin");
     }
+    if let Some(bundle) = &args.bundle {
+        return crate::bundle::predict(bundle, &texts, args.backend);
+    }
     if let Some(task) = &args.task {
         return crate::adapt_cmd::run_predict_task(
             task,
@@ -85,11 +91,26 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     };
     let selected = backend::select(args.backend)?;
     let (saved, tokenizer, _) = run_dir::load(model_dir, &selected.device)?;
-    let model = &saved.model;
+    let preds = multitask_predictions(&saved.model, &tokenizer, &texts, &selected.device)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (text, by_task) in texts.iter().zip(preds) {
+        writeln!(out, "{}", json!({"text": text, "tasks": by_task}))?;
+    }
+    Ok(())
+}
+
+/// Every task's prediction for each text, as a JSON object keyed by task name.
+pub fn multitask_predictions(
+    model: &polytask_core::multitask::MultiTaskModel,
+    tokenizer: &polytask_core::Tokenizer,
+    texts: &[String],
+    device: &burn::tensor::Device,
+) -> Result<Vec<Value>> {
     let mut items = Vec::with_capacity(texts.len());
     let mut spans = Vec::with_capacity(texts.len());
     for (i, t) in texts.iter().enumerate() {
-        let (e, s) = encode(&tokenizer, t)?;
+        let (e, s) = encode(tokenizer, t)?;
         if e.encoding.truncated {
             eprintln!(
                 "note: text {} is longer than {} word pieces and was truncated",
@@ -101,16 +122,8 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         spans.push(s);
     }
     let tasks: Vec<usize> = (0..model.tasks().len()).collect();
-    let preds = predict(
-        model,
-        &items,
-        &tasks,
-        32,
-        tokenizer.pad_id(),
-        &selected.device,
-    )?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let preds = predict(model, &items, &tasks, 32, tokenizer.pad_id(), device)?;
+    let mut out = Vec::with_capacity(texts.len());
     for (i, text) in texts.iter().enumerate() {
         let mut by_task = serde_json::Map::new();
         for (&t, p) in tasks.iter().zip(&preds) {
@@ -137,7 +150,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             };
             by_task.insert(spec.name.clone(), value);
         }
-        writeln!(out, "{}", json!({"text": text, "tasks": by_task}))?;
+        out.push(Value::Object(by_task));
     }
-    Ok(())
+    Ok(out)
 }

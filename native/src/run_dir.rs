@@ -45,6 +45,9 @@ pub fn write_dir_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
     for (name, bytes) in files {
         let path = tmp.join(name);
+        if let Some(sub) = path.parent().filter(|p| *p != tmp) {
+            fs::create_dir_all(sub).with_context(|| format!("{}: cannot create", sub.display()))?;
+        }
         let mut f = fs::File::create(&path)
             .with_context(|| format!("{}: cannot create", path.display()))?;
         f.write_all(bytes)
