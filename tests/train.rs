@@ -238,6 +238,32 @@ fn trains_evaluates_and_predicts() {
         "{}",
         lines[1]
     );
+    // The run exported as a bundle predicts the same (f32: identical output).
+    let bundle = dir.path().join("bundle");
+    let o = run(&[
+        "export",
+        "--model",
+        best.to_str().unwrap(),
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&[
+        "predict",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "Bob visited Berlin today",
+        "the film was awful",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let via_bundle: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(via_bundle, lines);
 }
 
 #[test]
