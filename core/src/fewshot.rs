@@ -398,56 +398,11 @@ pub fn adapt_from_states(
     config: &AdaptConfig,
     on_step: &mut dyn FnMut(usize, f32),
 ) -> Result<Adapted> {
-    let [batch, _, _] = cached.last_hidden_state.dims();
-    check_support(labels, n_way, batch)?;
-    let device = cached.mask.device();
-    let feats = features(&bert.valid(), first, cached.clone());
-    let head = scaled_prototype_head(feats, labels, n_way, config.scale);
-    let mode = config.mode;
-    let model = FewShotModel { bert, head }.map(&mut SetTrainable {
-        path: Vec::new(),
-        trainable: |p: &str| is_trainable(p, mode, first),
-    });
-    if config.steps == 0 {
-        return Ok(Adapted {
-            model,
-            first,
-            losses: Vec::new(),
-        });
-    }
-    let ad = device.clone().autodiff();
-    ad.seed(config.seed);
-    let mut model = model.fork(&ad).train();
-    let mut optimizer = AdamW::new(AdamWConfig {
-        weight_decay: 0.0,
-        max_grad_norm: Some(1.0),
-        head_lr_scale: config.head_lr / config.lr,
-        ..Default::default()
-    });
-    let mut rng = Rng::derive(config.seed, 0xada);
-    let mut order: Vec<usize> = (0..batch).collect();
-    let mut pos = batch;
+    let mut session = AdaptSession::new(bert, cached.clone(), first, labels, n_way, config)?;
     let mut losses = Vec::with_capacity(config.steps);
-    for step in 0..config.steps {
-        let rows: Vec<usize> = if batch <= config.batch_size {
-            order.clone()
-        } else {
-            let mut rows = Vec::with_capacity(config.batch_size);
-            while rows.len() < config.batch_size {
-                if pos == batch {
-                    rng.shuffle(&mut order);
-                    pos = 0;
-                }
-                rows.push(order[pos]);
-                pos += 1;
-            }
-            rows
-        };
-        let states = to_autodiff(select_rows(cached, &rows));
-        let y: Vec<usize> = rows.iter().map(|&r| labels[r]).collect();
-        let logits = model.logits_from(first, states);
-        let loss = cross_entropy(logits, targets(&y, &ad));
-        let value = loss.clone().into_scalar::<f32>();
+    while !session.is_done() {
+        let step = session.steps_done();
+        let value = session.step().into_scalar::<f32>();
         if !value.is_finite() {
             return Err(Error::Diverged {
                 what: "adaptation".into(),
@@ -457,14 +412,121 @@ pub fn adapt_from_states(
         }
         on_step(step, value);
         losses.push(value);
-        let grads = loss.backward();
-        model = optimizer.step(model, grads, config.lr).0;
     }
     Ok(Adapted {
-        model: model.valid(),
-        first,
         losses,
+        ..session.finish()
     })
+}
+
+/// Adaptation one step at a time, for callers that must not block between steps (the
+/// browser reads each loss back asynchronously and yields to the page): [`step`] runs
+/// forward, backward and the update and returns the loss *before* the update as a
+/// tensor; a caller that finds it non-finite drops the session, keeping nothing.
+///
+/// [`step`]: AdaptSession::step
+pub struct AdaptSession {
+    model: FewShotModel,
+    optimizer: AdamW,
+    cached: EncoderOutput,
+    first: usize,
+    labels: Vec<usize>,
+    config: AdaptConfig,
+    rng: Rng,
+    order: Vec<usize>,
+    pos: usize,
+    done: usize,
+}
+
+impl AdaptSession {
+    /// Builds the prototype head from the support states and prepares the steps.
+    pub fn new(
+        bert: BertModel,
+        cached: EncoderOutput,
+        first: usize,
+        labels: &[usize],
+        n_way: usize,
+        config: &AdaptConfig,
+    ) -> Result<Self> {
+        let [batch, _, _] = cached.last_hidden_state.dims();
+        check_support(labels, n_way, batch)?;
+        let device = cached.mask.device();
+        let feats = features(&bert.valid(), first, cached.clone());
+        let head = scaled_prototype_head(feats, labels, n_way, config.scale);
+        let mode = config.mode;
+        let mut model = FewShotModel { bert, head }.map(&mut SetTrainable {
+            path: Vec::new(),
+            trainable: |p: &str| is_trainable(p, mode, first),
+        });
+        if config.steps > 0 {
+            let ad = device.autodiff();
+            ad.seed(config.seed);
+            model = model.fork(&ad).train();
+        }
+        Ok(AdaptSession {
+            model,
+            optimizer: AdamW::new(AdamWConfig {
+                weight_decay: 0.0,
+                max_grad_norm: Some(1.0),
+                head_lr_scale: config.head_lr / config.lr,
+                ..Default::default()
+            }),
+            cached,
+            first,
+            labels: labels.to_vec(),
+            config: config.clone(),
+            rng: Rng::derive(config.seed, 0xada),
+            order: (0..batch).collect(),
+            pos: batch,
+            done: 0,
+        })
+    }
+
+    pub fn steps_done(&self) -> usize {
+        self.done
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done >= self.config.steps
+    }
+
+    /// One step; returns the support loss (`[1]`) of the batch it trained on.
+    pub fn step(&mut self) -> Tensor<1> {
+        let batch = self.labels.len();
+        let rows: Vec<usize> = if batch <= self.config.batch_size {
+            self.order.clone()
+        } else {
+            let mut rows = Vec::with_capacity(self.config.batch_size);
+            while rows.len() < self.config.batch_size {
+                if self.pos == batch {
+                    self.rng.shuffle(&mut self.order);
+                    self.pos = 0;
+                }
+                rows.push(self.order[self.pos]);
+                self.pos += 1;
+            }
+            rows
+        };
+        let states = to_autodiff(select_rows(&self.cached, &rows));
+        let y: Vec<usize> = rows.iter().map(|&r| self.labels[r]).collect();
+        let device = states.mask.device();
+        let logits = self.model.logits_from(self.first, states);
+        let loss = cross_entropy(logits, targets(&y, &device));
+        let grads = loss.backward();
+        let model = self.model.clone();
+        self.model = self.optimizer.step(model, grads, self.config.lr).0;
+        self.done += 1;
+        Tensor::from_inner(loss.inner())
+    }
+
+    /// The adapted model (on the plain device).
+    pub fn finish(self) -> Adapted {
+        Adapted {
+            model: self.model.valid(),
+            first: self.first,
+            losses: Vec::new(),
+        }
+    }
 }
 
 /// Accuracy of `model` on a labelled batch, and its predicted classes.
