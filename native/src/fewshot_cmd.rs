@@ -290,6 +290,59 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
     );
     println!("|---|---|---:|---|---:|");
 
+    // Full-way supports, drawn once (the same for every method), and the examples whose
+    // frozen states they need: the drawn supports and the test split.
+    let test_offset = data.all.len() - data.test.len();
+    let query: Vec<(usize, usize)> = data
+        .test
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            classes
+                .iter()
+                .position(|c| *c == e.label)
+                .map(|k| (test_offset + i, k))
+        })
+        .collect();
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
+    for (i, e) in data.train.iter().enumerate() {
+        let k = classes
+            .iter()
+            .position(|c| *c == e.label)
+            .expect("train label");
+        by_class[k].push(i);
+    }
+    let mut full_supports: Vec<(usize, Vec<Vec<(usize, usize)>>)> = Vec::new();
+    for &k_shot in &args.full_way {
+        if let Some((k, v)) = by_class.iter().enumerate().find(|(_, v)| v.len() < k_shot) {
+            bail!(
+                "full-way {k_shot}-shot: class {:?} has only {} training examples",
+                classes[k],
+                v.len()
+            );
+        }
+        let runs = (0..args.full_way_runs)
+            .map(|run| {
+                let mut rng = Rng::derive(args.seed, 0xf0 + run as u64);
+                let mut support = Vec::new();
+                for (k, pool) in by_class.iter().enumerate() {
+                    let mut pool = pool.clone();
+                    rng.shuffle(&mut pool);
+                    support.extend(pool[..k_shot].iter().map(|&i| (i, k)));
+                }
+                support
+            })
+            .collect();
+        full_supports.push((k_shot, runs));
+    }
+    let mut full_needed: Vec<usize> = full_supports
+        .iter()
+        .flat_map(|(_, runs)| runs.iter().flatten().map(|p| p.0))
+        .chain(query.iter().map(|p| p.0))
+        .collect();
+    full_needed.sort_unstable();
+    full_needed.dedup();
+
     for (e_idx, (name, dir)) in encoders.iter().enumerate() {
         let (encoder, _) = model_dir::load(dir, &device)?;
         // (a) runs once, with the pretrained encoder; then fine-tuning per mode.
@@ -374,63 +427,29 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
                 if let std::collections::btree_map::Entry::Vacant(slot) =
                     caches.entry((first, true))
                 {
-                    // Train and test examples, indexed into `data.all` (train first).
-                    let all: Vec<usize> = (0..data.train.len())
-                        .chain(data.all.len() - data.test.len()..data.all.len())
-                        .collect();
                     slot.insert(StateCache::build(
-                        &bert, &encoder, &data.all, &all, first, &device,
+                        &bert,
+                        &encoder,
+                        &data.all,
+                        &full_needed,
+                        first,
+                        &device,
                     )?);
                 }
                 let cache = &caches[&(first, true)];
-                let test_offset = data.all.len() - data.test.len();
-                let query: Vec<(usize, usize)> = data
-                    .test
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, e)| {
-                        classes
-                            .iter()
-                            .position(|c| *c == e.label)
-                            .map(|k| (test_offset + i, k))
-                    })
-                    .collect();
-                let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
-                for (i, e) in data.train.iter().enumerate() {
-                    let k = classes
-                        .iter()
-                        .position(|c| *c == e.label)
-                        .expect("train label");
-                    by_class[k].push(i);
-                }
-                for &k_shot in &args.full_way {
-                    if let Some((k, v)) =
-                        by_class.iter().enumerate().find(|(_, v)| v.len() < k_shot)
-                    {
-                        bail!(
-                            "full-way {k_shot}-shot: class {:?} has only {} training examples",
-                            classes[k],
-                            v.len()
-                        );
-                    }
+                for (k_shot, runs) in &full_supports {
+                    let k_shot = *k_shot;
                     let mut config = config.clone();
                     if config.steps > 0 {
                         config.steps = args.full_way_steps;
                     }
                     let (mut accs, mut secs) = (Vec::new(), 0.0);
-                    for run in 0..args.full_way_runs {
-                        let mut rng = Rng::derive(args.seed, 0xf0 + run as u64);
-                        let mut support = Vec::new();
-                        for (k, pool) in by_class.iter().enumerate() {
-                            let mut pool = pool.clone();
-                            rng.shuffle(&mut pool);
-                            support.extend(pool[..k_shot].iter().map(|&i| (i, k)));
-                        }
+                    for support in runs {
                         let (acc, s) = run_task(
                             &bert,
                             cache,
                             first,
-                            &support,
+                            support,
                             &query,
                             classes.len(),
                             &config,
