@@ -221,6 +221,9 @@ fn run_task(
     Ok((correct as f64 / query.len().max(1) as f64, seconds))
 }
 
+/// `(example index, class)` pairs of one support set.
+type Support = Vec<(usize, usize)>;
+
 struct Row {
     method: String,
     setting: String,
@@ -312,7 +315,7 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
             .expect("train label");
         by_class[k].push(i);
     }
-    let mut full_supports: Vec<(usize, Vec<Vec<(usize, usize)>>)> = Vec::new();
+    let mut full_supports: Vec<(usize, Vec<Support>)> = Vec::new();
     for &k_shot in &args.full_way {
         if let Some((k, v)) = by_class.iter().enumerate().find(|(_, v)| v.len() < k_shot) {
             bail!(
