@@ -463,14 +463,17 @@ impl AdaptSession {
             ad.seed(config.seed);
             model = model.fork(&ad).train();
         }
+        let mut optimizer = AdamW::new(AdamWConfig {
+            weight_decay: 0.0,
+            max_grad_norm: Some(1.0),
+            head_lr_scale: config.head_lr / config.lr,
+            ..Default::default()
+        });
+        // Clipping on the device: no synchronous read-back (WebGPU in the browser).
+        optimizer.read_back = false;
         Ok(AdaptSession {
             model,
-            optimizer: AdamW::new(AdamWConfig {
-                weight_decay: 0.0,
-                max_grad_norm: Some(1.0),
-                head_lr_scale: config.head_lr / config.lr,
-                ..Default::default()
-            }),
+            optimizer,
             cached,
             first,
             labels: labels.to_vec(),

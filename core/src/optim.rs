@@ -90,6 +90,10 @@ pub struct AdamW {
     pub step: u64,
     /// Path → (first moment, second moment), flattened.
     moments: BTreeMap<String, (Tensor<1>, Tensor<1>)>,
+    /// Read the gradient norm back to the host each step (for clipping and
+    /// [`StepStats::grad_norm`]). Off, clipping stays on the device and `grad_norm` is
+    /// NaN: for devices that cannot read back synchronously (WebGPU in the browser).
+    pub read_back: bool,
 }
 
 struct NormVisitor<'a> {
@@ -116,6 +120,8 @@ struct UpdateMapper<'a> {
     config: AdamWConfig,
     lr: f64,
     grad_scale: f64,
+    /// Clipping factor kept on the device (when not read back).
+    grad_scale_tensor: Option<Tensor<1>>,
     step: u64,
     updated: usize,
 }
@@ -144,6 +150,9 @@ impl ModuleMapper for UpdateMapper<'_> {
         let mut g = grad.reshape([n]);
         if self.grad_scale != 1.0 {
             g = g * self.grad_scale;
+        }
+        if let Some(scale) = &self.grad_scale_tensor {
+            g = g * scale.clone();
         }
         let (m, v) = self
             .moments
@@ -186,6 +195,7 @@ impl AdamW {
             config,
             step: 0,
             moments: BTreeMap::new(),
+            read_back: true,
         }
     }
 
@@ -208,13 +218,22 @@ impl AdamW {
             sum: None,
         };
         model.visit(&mut norm);
-        let grad_norm = norm
-            .sum
-            .map(|s| (s.into_scalar::<f32>() as f64).sqrt())
-            .unwrap_or(0.0);
-        let grad_scale = match self.config.max_grad_norm {
-            Some(max) if grad_norm > max => max / (grad_norm + 1e-6),
-            _ => 1.0,
+        let (grad_norm, grad_scale, grad_scale_tensor) = if self.read_back {
+            let grad_norm = norm
+                .sum
+                .map(|s| (s.into_scalar::<f32>() as f64).sqrt())
+                .unwrap_or(0.0);
+            let grad_scale = match self.config.max_grad_norm {
+                Some(max) if grad_norm > max => max / (grad_norm + 1e-6),
+                _ => 1.0,
+            };
+            (grad_norm, grad_scale, None)
+        } else {
+            let scale = match (self.config.max_grad_norm, norm.sum) {
+                (Some(max), Some(sum)) => Some(((sum.sqrt() + 1e-6).recip() * max).clamp_max(1.0)),
+                _ => None,
+            };
+            (f64::NAN, 1.0, scale)
         };
         self.step += 1;
         let mut mapper = UpdateMapper {
@@ -224,6 +243,7 @@ impl AdamW {
             config: self.config,
             lr,
             grad_scale,
+            grad_scale_tensor,
             step: self.step,
             updated: 0,
         };
@@ -319,6 +339,7 @@ impl AdamW {
             config,
             step,
             moments,
+            read_back: true,
         })
     }
 }
@@ -531,6 +552,32 @@ mod tests {
                 .sum::<f64>();
         }
         assert!((sq.sqrt() - 0.1 * 1e-3).abs() < 1e-8, "{}", sq.sqrt());
+    }
+
+    /// Without read-back the clipping happens on the device, with the same result.
+    #[test]
+    fn clipping_on_the_device_equals_clipping_on_the_host() {
+        let d = Device::flex().autodiff();
+        let model = toy(&d).fork(&d);
+        let config = AdamWConfig {
+            max_grad_norm: Some(1e-3),
+            ..Default::default()
+        };
+        let mut host = AdamW::new(config);
+        let mut device = AdamW::new(config);
+        device.read_back = false;
+        let (a, _) = host.step(model.clone(), grads(&model, &d), 0.01);
+        let (b, stats) = device.step(model.clone(), grads(&model, &d), 0.01);
+        assert!(stats.grad_norm.is_nan());
+        for (m1, m2) in host.moments.values().zip(device.moments.values()) {
+            for (x, y) in values(m1.0.clone()).iter().zip(values(m2.0.clone())) {
+                assert!((x - y).abs() <= 1e-6 * x.abs().max(1e-9), "{x} vs {y}");
+            }
+        }
+        let (wa, wb) = (values(a.dense.weight.val()), values(b.dense.weight.val()));
+        for (x, y) in wa.iter().zip(&wb) {
+            assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+        }
     }
 
     #[test]
