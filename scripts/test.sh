@@ -31,4 +31,4 @@ step "web app for wasm (trunk)"
 trunk build
 step "browser tests"
 POLYTASK_MODEL_DIR="${POLYTASK_MODEL_DIR:-$POLYTASK_CACHE/models/sentence-transformers__all-MiniLM-L6-v2}" \
-  NODE_PATH="$TOOLS/node_modules" node --test tests/browser/
+  NODE_PATH="$TOOLS/node_modules" node --test --test-concurrency=1 tests/browser/

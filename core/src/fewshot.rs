@@ -573,6 +573,36 @@ pub const TASK_FORMAT: &str = "polytask-task/1";
 /// with `meta` in its metadata. Paths are the model's (`head.weight`,
 /// `bert.encoder.layer.5.output.adapter.up.weight`), shapes burn's (`[in, out]`).
 pub fn save_task(model: &FewShotModel, meta: &TaskMeta) -> Result<Vec<u8>> {
+    let mut entries = Vec::new();
+    for (path, shape, values) in task_tensors(model, meta)? {
+        let values = values
+            .try_into_vec_as::<f32>()
+            .map_err(|e| Error::Input(format!("cannot read {path} back: {e:?}")))?;
+        entries.push((path, shape, values));
+    }
+    Ok(write_task(&entries, meta))
+}
+
+/// [`save_task`] reading the parameters back asynchronously (WebGPU in the browser).
+pub async fn save_task_async(model: &FewShotModel, meta: &TaskMeta) -> Result<Vec<u8>> {
+    let mut entries = Vec::new();
+    for (path, shape, values) in task_tensors(model, meta)? {
+        let values = values
+            .into_data_async()
+            .await
+            .map_err(|e| Error::Input(format!("cannot read {path} back: {e:?}")))?
+            .try_into_vec_as::<f32>()
+            .map_err(|e| Error::Input(format!("cannot read {path} back: {e:?}")))?;
+        entries.push((path, shape, values));
+    }
+    Ok(write_task(&entries, meta))
+}
+
+/// The adapted parameters of a task: `(path, shape, flat values)`.
+fn task_tensors(
+    model: &FewShotModel,
+    meta: &TaskMeta,
+) -> Result<Vec<(String, Vec<usize>, Tensor<1>)>> {
     if meta.labels.len() != model.num_classes() {
         return Err(Error::Input(format!(
             "{} labels for a head with {} classes",
@@ -580,21 +610,20 @@ pub fn save_task(model: &FewShotModel, meta: &TaskMeta) -> Result<Vec<u8>> {
             model.num_classes()
         )));
     }
-    let mut entries = Vec::new();
-    for (path, (shape, values)) in parameters(model) {
-        if is_trainable(&path, meta.config.mode, meta.first) {
-            let values = values
-                .try_into_vec_as::<f32>()
-                .map_err(|e| Error::Input(format!("cannot read {path} back: {e:?}")))?;
-            entries.push((path, shape, values));
-        }
-    }
+    Ok(parameters(model)
+        .into_iter()
+        .filter(|(path, _)| is_trainable(path, meta.config.mode, meta.first))
+        .map(|(path, (shape, values))| (path, shape, values))
+        .collect())
+}
+
+fn write_task(entries: &[(String, Vec<usize>, Vec<f32>)], meta: &TaskMeta) -> Vec<u8> {
     let mut metadata = BTreeMap::new();
     metadata.insert(
         "task".to_string(),
         serde_json::to_string(meta).expect("serialisable"),
     );
-    Ok(write_safetensors_shaped(&entries, &metadata))
+    write_safetensors_shaped(entries, &metadata)
 }
 
 /// Reads a task file's metadata only.

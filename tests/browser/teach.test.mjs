@@ -1,0 +1,154 @@
+// The app end to end with the real all-MiniLM-L6-v2, exported as an f16 bundle with one
+// natively adapted task: the page loads and checks the bundle, predicts what
+// `core-train predict --bundle` predicts, teaches a new 4-label task from real examples in
+// the page (held-out accuracy well above chance), saves it and loads it back with
+// identical predictions, and shows clear messages for bad input and a damaged bundle.
+// On both backends: WebGPU (software adapter) and CPU (no WebGPU).
+// Needs POLYTASK_MODEL_DIR and a built core-train (cargo build) and site (trunk build).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { serve } from './serve.mjs';
+import { launch, ARTIFACTS } from './browser.mjs';
+
+const DIST = path.resolve('www/dist');
+const MODEL_DIR = process.env.POLYTASK_MODEL_DIR;
+const SKIP = !MODEL_DIR && 'POLYTASK_MODEL_DIR not set';
+const SENTENCES = ['hey, good to see you again', 'thanks so much, that was helpful', 'see you tomorrow, bye'];
+
+function coreTrain(args) {
+  return execFileSync('cargo', ['run', '--quiet', '--bin', 'core-train', '--', ...args],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+}
+
+let site;
+let native;
+before(async () => {
+  if (SKIP) return;
+  assert.ok(fs.existsSync(path.join(DIST, 'index.html')), 'run `trunk build` first');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'polytask-bundle-'));
+  const task = path.join(tmp, 'greetings.safetensors');
+  coreTrain(['adapt', '--support', 'tests/browser/fixtures/greetings.jsonl', '--model', MODEL_DIR,
+    '--mode', 'head', '--steps', '10', '--head-lr', '1e-2', '--backend', 'cpu', '--out', task]);
+  const bundle = path.join(DIST, 'bundle');
+  coreTrain(['export', '--model', MODEL_DIR, '--task', task, '--dtype', 'f16', '--out', bundle]);
+  // A copy with one damaged file, for the checksum message.
+  const bad = path.join(DIST, 'bundle-bad');
+  fs.rmSync(bad, { recursive: true, force: true });
+  fs.cpSync(bundle, bad, { recursive: true });
+  const tok = path.join(bad, 'tokenizer.json');
+  fs.writeFileSync(tok, fs.readFileSync(tok, 'utf8').replace('[UNK]', '[UNX]'));
+  native = coreTrain(['predict', '--bundle', bundle, '--backend', 'cpu', ...SENTENCES])
+    .trim().split('\n').map((l) => JSON.parse(l));
+  site = await serve(DIST);
+});
+after(() => site?.close());
+
+async function ready(page) {
+  await page.waitForFunction(
+    () => ['ready', 'bundle failed'].includes(document.querySelector('#status')?.textContent ?? '')
+      || document.querySelector('#status')?.textContent?.startsWith('device check failed'),
+    null, { timeout: 300_000 });
+  return page.textContent('#status');
+}
+
+async function predictions(page, text, button = '#try-btn', input = '#try-text') {
+  await page.fill(input, text);
+  await page.click(button);
+  await page.waitForFunction((t) => document.querySelector('#try-out')?.dataset.text === t, text);
+  return page.$$eval('#try-out .prediction', (els) => els.map((e) => ({
+    task: e.dataset.task, label: e.dataset.label, probs: JSON.parse(e.dataset.probs),
+  })));
+}
+
+for (const mode of ['webgpu', 'cpu']) {
+  test(`teach a task in the page on ${mode}`, { skip: SKIP, timeout: 2_400_000 }, async () => {
+    const b = await launch(mode);
+    // Software WebGPU (SwiftShader) compiles every kernel on first use: slow, not stuck.
+    b.page.setDefaultTimeout(mode === 'webgpu' ? 1_200_000 : 120_000);
+    const timings = {};
+    try {
+      let t0 = Date.now();
+      await b.page.goto(site.url);
+      assert.equal(await ready(b.page), 'ready', `errors: ${b.errors.join('\n')}; ${await b.page.textContent('#error')}`);
+      assert.equal(await b.page.getAttribute('#backend', 'data-backend'), mode);
+
+      // Native and browser predictions of the bundled task agree.
+      for (const [i, s] of SENTENCES.entries()) {
+        const p = (await predictions(b.page, s)).find((x) => x.task === 'greetings');
+        if (i === 0) timings.first_prediction_s = (Date.now() - t0) / 1000;
+        const n = native[i].tasks.greetings;
+        assert.equal(p.label, n.label, s);
+        for (const [label, v] of Object.entries(n.probabilities)) {
+          assert.ok(Math.abs(p.probs[label] - v) < 1e-3, `${s}: ${label} ${p.probs[label]} vs ${v}`);
+        }
+      }
+
+      // Bad input: one label only; an empty text.
+      await b.page.fill('#examples', 'weather: will it rain\nweather: is it sunny');
+      await b.page.click('#adapt');
+      assert.match(await b.page.textContent('#teach-msg'), /at least 2 labels; found 1 \(weather\)/);
+      await b.page.fill('#examples', 'weather: will it rain\nalarm:   \n');
+      await b.page.click('#adapt');
+      assert.match(await b.page.textContent('#teach-msg'), /line 2: the text is empty/);
+      await b.page.fill('#labels', 'weather, alarm, music');
+      await b.page.fill('#examples', 'weather: will it rain\nalarm: wake me up');
+      await b.page.click('#adapt');
+      assert.match(await b.page.textContent('#teach-msg'), /Label "music" has no example/);
+      await b.page.fill('#labels', '');
+
+      // Teach the bundled example task (4 labels, 3 examples each) with adapters.
+      await b.page.click('button.example[data-task="home-assistant"]');
+      await b.page.selectOption('#mode', 'adapters');
+      await b.page.fill('#steps', '15');
+      t0 = Date.now();
+      await b.page.click('#adapt');
+      await b.page.waitForFunction(() => document.querySelector('#adapt-time').textContent !== ''
+        || document.querySelector('#teach-msg').textContent !== '', null, { timeout: 1_200_000 });
+      timings.adapt_4way_3shot_s = (Date.now() - t0) / 1000;
+      assert.equal(await b.page.textContent('#teach-msg'), '', `errors: ${b.errors.join('\n')}`);
+      const held = await b.page.textContent('#heldout-result');
+      const acc = Number(held.match(/accuracy: ([0-9.]+)/)[1]);
+      assert.ok(acc >= 0.75, `held-out accuracy ${acc} (chance 0.25)`);
+      const points = (await b.page.getAttribute('#loss-curve polyline', 'points')).split(' ');
+      assert.equal(points.length, 15, 'one loss point per step');
+      await b.page.screenshot({ path: path.join(ARTIFACTS, `adapted-${mode}.png`), fullPage: true });
+
+      // The taught task classifies new text; saved and loaded again, it predicts the same.
+      const before = (await predictions(b.page, 'play my favourite song', '#classify', '#classify-text'))
+        .find((x) => x.task === 'home-assistant');
+      assert.equal(before.label, 'music');
+      const [download] = await Promise.all([b.page.waitForEvent('download'), b.page.click('#save')]);
+      const saved = path.join(os.tmpdir(), `polytask-task-${mode}.safetensors`);
+      await download.saveAs(saved);
+      t0 = Date.now();
+      await b.page.reload();
+      assert.equal(await ready(b.page), 'ready');
+      timings.reload_s = (Date.now() - t0) / 1000;
+      assert.match(await b.page.textContent('#load-note'), /files from the cache/);
+      await b.page.setInputFiles('#load-task', saved);
+      await b.page.waitForFunction(() => document.querySelector('#teach-msg').textContent.startsWith('loaded task'));
+      const after = (await predictions(b.page, 'play my favourite song', '#classify', '#classify-text'))
+        .find((x) => x.task === 'home-assistant');
+      assert.deepEqual(after, before);
+      console.log(`# ${mode} timings: ${JSON.stringify(timings)}`);
+      assert.deepEqual(b.errors, []);
+    } finally {
+      await b.close();
+    }
+  });
+}
+
+test('a bundle that fails its checksum is reported in the page', { skip: SKIP, timeout: 300_000 }, async () => {
+  const b = await launch('cpu');
+  try {
+    await b.page.goto(`${site.url}?bundle=bundle-bad`);
+    assert.equal(await ready(b.page), 'bundle failed');
+    assert.match(await b.page.textContent('#error'), /bundle-bad\/tokenizer\.json: checksum mismatch/);
+  } finally {
+    await b.close();
+  }
+});
