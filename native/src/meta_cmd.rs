@@ -1,6 +1,8 @@
 //! `core-train meta-train [RECIPE]`: first-order meta-learning (Reptile or FOMAML) of an
 //! encoder's adapters or top blocks over N-way K-shot episodes of the meta-train classes,
 //! with the meta-val classes scored every `val_every` iterations and the best encoder kept.
+//! Meta-training episodes come from the training split only; meta-val episodes from all
+//! splits of the meta-val classes.
 //!
 //! The output is a model directory (`config.json`, `tokenizer.json`, `model.safetensors`
 //! with any adapters, plus `meta.json`: the recipe, the class split and the validation
@@ -171,8 +173,11 @@ pub fn run(args: &MetaTrainArgs) -> Result<()> {
     let (encoder, _) = model_dir::load(&init_dir, &selected.device)?;
     let device = selected.device.clone();
     let labels = data.all_labels();
+    // Meta-training draws from the training split only, so that a meta-learned encoder
+    // has seen no test sentence of any class (full-way evaluation uses all classes).
+    let train_labels: Vec<&str> = data.train.iter().map(|e| e.label.as_str()).collect();
     let mut train_sampler = EpisodeSampler::new(
-        &labels,
+        &train_labels,
         &data.split.train,
         recipe.way,
         recipe.shot,
@@ -244,7 +249,7 @@ pub fn run(args: &MetaTrainArgs) -> Result<()> {
             return Err(Interrupted.into());
         }
         let batch: Vec<MetaEpisode> = (0..recipe.meta.meta_batch)
-            .map(|_| episode_input(&encoder, &data.all, &train_sampler.sample(), &device))
+            .map(|_| episode_input(&encoder, &data.train, &train_sampler.sample(), &device))
             .collect::<Result<_>>()?;
         let (next, report) = learner.step(theta, &batch)?;
         theta = next;

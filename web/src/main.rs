@@ -38,6 +38,18 @@ struct Backend {
 /// WebGPU when an adapter is given (and not refused by `prefer_cpu`), else burn's CPU
 /// backend in wasm.
 async fn init_device(prefer_cpu: bool) -> (Device, Backend) {
+    if !prefer_cpu && let Some(why) = webgpu_failure() {
+        return (
+            Device::flex(),
+            Backend {
+                label: "cpu".into(),
+                detail: format!(
+                    "CPU in wasm (burn flex): WebGPU failed in this browser ({why}); \
+                     \"Try WebGPU\" tries it again"
+                ),
+            },
+        );
+    }
     if prefer_cpu {
         return (
             Device::flex(),
@@ -91,6 +103,27 @@ async fn yield_to_page() {
 
 fn now_ms() -> f64 {
     js_sys::Date::now()
+}
+
+/// Where the page remembers that WebGPU failed in this browser (a failing WebGPU device
+/// aborts the wasm instance, so the fallback to the CPU happens on the next load).
+const WEBGPU_FAILED: &str = "polytask-webgpu-failed";
+
+/// `localStorage` through `Reflect` (keeps web-sys features, and with them the build,
+/// unchanged).
+fn storage_call(method: &str, args: &[&str]) -> Option<JsValue> {
+    let window: JsValue = web_sys::window()?.into();
+    let storage = js_sys::Reflect::get(&window, &"localStorage".into()).ok()?;
+    let f: js_sys::Function = js_sys::Reflect::get(&storage, &method.into())
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    let args: js_sys::Array = args.iter().map(|a| JsValue::from_str(a)).collect();
+    f.apply(&storage, &args).ok()
+}
+
+fn webgpu_failure() -> Option<String> {
+    storage_call("getItem", &[WEBGPU_FAILED]).and_then(|v| v.as_string())
 }
 
 /// What the page has loaded.
@@ -302,6 +335,9 @@ fn App() -> impl IntoView {
 
     let on_switch = move |_| {
         let to_cpu = backend.get_untracked().is_some_and(|b| b.label == "webgpu");
+        if !to_cpu {
+            storage_call("removeItem", &[WEBGPU_FAILED]);
+        }
         *loaded.get_value().borrow_mut() = None;
         start(to_cpu);
     };
@@ -835,16 +871,32 @@ fn download(name: &str, bytes: &[u8]) -> Result<(), String> {
 }
 
 fn main() {
-    // Rust panics are shown in the page, not only in the console.
+    // Rust panics are shown in the page, not only in the console. A failing WebGPU device
+    // is remembered so that the next load runs on the CPU.
     std::panic::set_hook(Box::new(|info| {
         console_error_panic_hook::hook(info);
+        let text = info.to_string();
+        let gpu = text.contains("wgpu") || text.contains("WebGPU");
+        if gpu {
+            let first_line = text
+                .lines()
+                .find(|l| l.contains("wgpu error"))
+                .unwrap_or("device error");
+            storage_call("setItem", &[WEBGPU_FAILED, first_line.trim()]);
+        }
         if let Some(el) = web_sys::window()
             .and_then(|w| w.document())
             .and_then(|d| d.get_element_by_id("panic"))
         {
-            el.set_text_content(Some(&format!(
-                "Internal error (please report): {info}. Reload the page to start again."
-            )));
+            let message = if gpu {
+                format!(
+                    "WebGPU failed: {text}. Nothing you taught is lost if you saved it; reload \
+                     the page and it will run on the CPU."
+                )
+            } else {
+                format!("Internal error (please report): {text}. Reload the page to start again.")
+            };
+            el.set_text_content(Some(&message));
         }
     }));
     leptos::mount::mount_to_body(App);
