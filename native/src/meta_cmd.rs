@@ -345,3 +345,23 @@ fn save(
         ],
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_meta_recipes_in_the_repo_parse_and_typos_are_refused() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes");
+        let mut algorithms = Vec::new();
+        for name in ["meta-fomaml.toml", "meta-reptile.toml"] {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            let r: MetaRecipe = toml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(r.meta.inner.mode, AdaptMode::Adapters, "{name}");
+            algorithms.push(r.meta.algorithm);
+        }
+        assert_ne!(algorithms[0], algorithms[1]);
+        let e = toml::from_str::<MetaRecipe>("[meta]\nmeta_lrr = 1.0\n").unwrap_err();
+        assert!(e.to_string().contains("meta_lrr"), "{e}");
+    }
+}
