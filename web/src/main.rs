@@ -179,13 +179,12 @@ async fn predict_all(
     Ok(out)
 }
 
+/// `(text, label index)` lines of the teach box.
+type Rows = Vec<(String, usize)>;
+
 /// Parses the teach box: one `label: text` (or `label<TAB>text`) per line, blank lines
 /// skipped. `labels`, when given, must each have an example and cover every line.
-fn parse_examples(
-    text: &str,
-    labels: &str,
-    what: &str,
-) -> Result<(Vec<String>, Vec<(String, usize)>), String> {
+fn parse_examples(text: &str, labels: &str, what: &str) -> Result<(Vec<String>, Rows), String> {
     let mut declared: Vec<String> = labels
         .split(',')
         .map(|l| l.trim().to_string())
