@@ -148,6 +148,33 @@ fn is_buffer(name: &str) -> bool {
     name.ends_with("position_ids") || name.ends_with("num_batches_tracked")
 }
 
+/// Tensors by name: (shape, flat values).
+pub type F32Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Every tensor of a safetensors file of F32 tensors. Another dtype is an error naming
+/// the tensor.
+pub fn read_f32_tensors(bytes: &[u8], source: &str) -> Result<F32Tensors> {
+    let header = read_header(bytes, source)?;
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let data = &bytes[8 + n..];
+    let mut out = BTreeMap::new();
+    for (name, info) in header {
+        if info.dtype != "F32" {
+            return Err(checkpoint_error(
+                source,
+                format!("tensor {name}: dtype {} (expected F32)", info.dtype),
+            ));
+        }
+        let (a, b) = info.data_offsets;
+        let values = data[a..b]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        out.insert(name, (info.shape, values));
+    }
+    Ok(out)
+}
+
 /// A float width a safetensors file can store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FloatWidth {

@@ -27,7 +27,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::bert::{BertInput, BertModel, EncoderOutput};
-use crate::checkpoint::read_header;
+use crate::checkpoint::{read_f32_tensors, read_header};
 use crate::error::{Error, Result};
 use crate::loss::cross_entropy;
 use crate::meta::prototypes;
@@ -664,7 +664,6 @@ pub fn load_task(bert: &BertModel, bytes: &[u8], source: &str) -> Result<(FewSho
             meta.labels.len()
         )));
     }
-    let header = read_header(bytes, source)?;
     let device = bert.pooler.dense.weight.device();
     let bert = prepare(bert, &meta.config);
     let hidden = bert.hidden_size();
@@ -672,30 +671,14 @@ pub fn load_task(bert: &BertModel, bytes: &[u8], source: &str) -> Result<(FewSho
         bert,
         head: LinearConfig::new(hidden, meta.labels.len()).init(&device),
     };
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let data = &bytes[8 + header_len..];
-    let mut values = BTreeMap::new();
-    for (name, info) in &header {
-        if info.dtype != "F32" {
-            return Err(fail(format!(
-                "tensor {name}: dtype {} (expected F32)",
-                info.dtype
-            )));
-        }
-        let (a, b) = info.data_offsets;
-        let v: Vec<f32> = data[a..b]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        let n = v.len();
-        values.insert(
-            name.clone(),
-            (
-                info.shape.clone(),
-                Tensor::<1>::from_data(TensorData::new(v, [n]), &device),
-            ),
-        );
-    }
+    let values: BTreeMap<String, (Vec<usize>, Tensor<1>)> = read_f32_tensors(bytes, source)?
+        .into_iter()
+        .map(|(name, (shape, v))| {
+            let n = v.len();
+            let t = Tensor::<1>::from_data(TensorData::new(v, [n]), &device);
+            (name, (shape, t))
+        })
+        .collect();
     let expected: BTreeSet<String> = parameters(&model)
         .into_keys()
         .filter(|p| is_trainable(p, meta.config.mode, meta.first))

@@ -4,6 +4,7 @@
 //! and in wasm; no filesystem, network or threads here.
 
 pub mod bert;
+pub mod bundle;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

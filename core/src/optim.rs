@@ -285,7 +285,7 @@ impl AdamW {
             file: source.into(),
             message: m,
         };
-        let header = read_header(bytes, source)?;
+        read_header(bytes, source)?;
         let metadata = read_metadata(bytes).map_err(fail)?;
         let step: u64 = metadata
             .get("step")
@@ -295,21 +295,8 @@ impl AdamW {
             .get("config")
             .and_then(|s| serde_json::from_str(s).ok())
             .ok_or_else(|| fail("optimizer state without its configuration".into()))?;
-        let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-        let data = &bytes[8 + header_len..];
         let mut halves: BTreeMap<String, (Option<Tensor<1>>, Option<Tensor<1>>)> = BTreeMap::new();
-        for (name, info) in &header {
-            if info.dtype != "F32" {
-                return Err(fail(format!(
-                    "tensor {name}: dtype {} (expected F32)",
-                    info.dtype
-                )));
-            }
-            let (a, b) = info.data_offsets;
-            let values: Vec<f32> = data[a..b]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect();
+        for (name, (_, values)) in crate::checkpoint::read_f32_tensors(bytes, source)? {
             let n = values.len();
             let t = Tensor::<1>::from_data(TensorData::new(values, [n]), device);
             let (which, path) = name

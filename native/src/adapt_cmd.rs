@@ -382,6 +382,20 @@ pub fn load_task_model(
     Ok((encoder, fewshot, meta))
 }
 
+/// A task's prediction from its class probabilities `p`: the label, its confidence and
+/// every label's probability.
+pub fn prediction_json(labels: &[String], p: &[f32]) -> serde_json::Value {
+    let best = (0..p.len())
+        .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+        .unwrap_or(0);
+    let all: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .zip(p)
+        .map(|(l, v)| (l.clone(), json!(v)))
+        .collect();
+    json!({"label": labels[best], "confidence": p[best], "probabilities": all})
+}
+
 /// `predict --task`: one JSON line per text with the label, its confidence and the
 /// probabilities of every label.
 pub fn run_predict_task(
@@ -404,20 +418,10 @@ pub fn run_predict_task(
             .try_into_vec_as::<f32>()
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         for (text, p) in chunk.iter().zip(probs.chunks(meta.labels.len())) {
-            let best = (0..p.len())
-                .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-                .expect("≥ 2 labels");
-            let all: serde_json::Map<String, serde_json::Value> = meta
-                .labels
-                .iter()
-                .zip(p)
-                .map(|(l, v)| (l.clone(), json!(v)))
-                .collect();
-            writeln!(
-                out,
-                "{}",
-                json!({"text": text, "task": meta.name, "label": meta.labels[best], "confidence": p[best], "probabilities": all})
-            )?;
+            let mut line = prediction_json(&meta.labels, p);
+            line["text"] = json!(text);
+            line["task"] = json!(meta.name);
+            writeln!(out, "{line}")?;
         }
     }
     Ok(())

@@ -17,43 +17,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use polytask_core::bundle::{BUNDLE_FORMAT, FileEntry, Manifest};
 use polytask_core::checkpoint::{FloatWidth, convert_floats};
 use polytask_core::fewshot::{load_task, read_task_meta};
 use polytask_core::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::{BertConfig, ModelFiles, SentenceEncoder, Tokenizer};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::adapt_cmd::{base_id, inputs};
+use crate::adapt_cmd::{base_id, inputs, prediction_json};
 use crate::backend::{self, BackendChoice};
 use crate::{model_dir, run_dir};
-
-pub const BUNDLE_FORMAT: &str = "polytask-bundle/1";
-
-/// One file of a bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileEntry {
-    pub name: String,
-    pub bytes: u64,
-    pub sha256: String,
-}
-
-/// `manifest.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format: String,
-    /// `f32` or `f16`: how `model.safetensors` stores its floats.
-    pub dtype: String,
-    /// sha256 of the F32 encoder weights the bundle was exported from (what adapted
-    /// tasks are bound to).
-    pub base: String,
-    /// Multi-task heads present (`tasks.json`).
-    pub multitask: bool,
-    /// Names of the adapted tasks under `tasks/`.
-    pub tasks: Vec<String>,
-    pub files: Vec<FileEntry>,
-}
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ExportArgs {
@@ -152,7 +126,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         .collect();
     all.push(("manifest.json", &manifest_json));
     run_dir::write_dir_atomic(&args.out, &all)?;
-    let total: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+    let total = manifest.total_bytes();
     eprintln!(
         "wrote {} ({} files, {:.1} MiB, weights {})",
         args.out.display(),
@@ -277,19 +251,7 @@ pub fn predict(dir: &Path, texts: &[String], choice: BackendChoice) -> Result<()
             .try_into_vec_as::<f32>()
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         for (i, p) in probs.chunks(meta.labels.len()).enumerate() {
-            let best = (0..p.len())
-                .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-                .expect("≥ 2 labels");
-            let all: serde_json::Map<String, serde_json::Value> = meta
-                .labels
-                .iter()
-                .zip(p)
-                .map(|(l, v)| (l.clone(), json!(v)))
-                .collect();
-            per_text[i].insert(
-                meta.name.clone(),
-                json!({"label": meta.labels[best], "confidence": p[best], "probabilities": all}),
-            );
+            per_text[i].insert(meta.name.clone(), prediction_json(&meta.labels, p));
         }
     }
     let stdout = std::io::stdout();

@@ -5,37 +5,13 @@
 //! any sub-path.
 
 use js_sys::{ArrayBuffer, Uint8Array};
-use serde::Deserialize;
+pub use polytask_core::bundle::{BUNDLE_FORMAT, FileEntry, Manifest};
 use sha2::{Digest, Sha256};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Cache, Response};
 
 const CACHE: &str = "polytask-bundle-v1";
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct FileEntry {
-    pub name: String,
-    pub bytes: u64,
-    pub sha256: String,
-}
-
-/// `manifest.json` (see the native `bundle` module).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Manifest {
-    pub format: String,
-    pub dtype: String,
-    pub base: String,
-    pub multitask: bool,
-    pub tasks: Vec<String>,
-    pub files: Vec<FileEntry>,
-}
-
-impl Manifest {
-    pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.bytes).sum()
-    }
-}
 
 fn js_err(what: &str, e: JsValue) -> String {
     format!(
@@ -78,9 +54,9 @@ pub async fn manifest(base: &str) -> Result<Manifest, String> {
     let bytes = response_bytes(fetch(&url).await?, &url).await?;
     let m: Manifest =
         serde_json::from_slice(&bytes).map_err(|e| format!("{url}: not a bundle manifest: {e}"))?;
-    if m.format != "polytask-bundle/1" {
+    if m.format != BUNDLE_FORMAT {
         return Err(format!(
-            "{url}: format {:?}, this page reads \"polytask-bundle/1\"",
+            "{url}: format {:?}, this page reads {BUNDLE_FORMAT:?}",
             m.format
         ));
     }
