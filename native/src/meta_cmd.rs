@@ -223,6 +223,8 @@ pub fn run(args: &MetaTrainArgs) -> Result<()> {
     );
     let mut history = vec![json!({"iteration": 0, "val_accuracy": start_acc})];
     let mut best = (start_acc, 0usize);
+    // The best encoder so far (tensors are shared, not copied).
+    let mut best_theta = theta.clone();
     save(&out, &init_dir, &theta, &recipe, &data, &history, best)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -284,13 +286,13 @@ pub fn run(args: &MetaTrainArgs) -> Result<()> {
                 )
             });
             if improved {
+                best_theta = theta.clone();
                 save(&out, &init_dir, &theta, &recipe, &data, &history, best)?;
             }
         }
     }
     bar.finish_and_clear();
     // Keep the history complete even when the last evaluation was not the best.
-    let (_, best_theta) = run_dir_model(&out, &device)?;
     save(&out, &init_dir, &best_theta, &recipe, &data, &history, best)?;
     eprintln!(
         "done in {:.0} s: best meta-val accuracy {:.4} at iteration {} (start {start_acc:.4}); \
@@ -301,13 +303,6 @@ pub fn run(args: &MetaTrainArgs) -> Result<()> {
         out.display()
     );
     Ok(())
-}
-
-fn run_dir_model(dir: &Path, device: &Device) -> Result<(SentenceEncoder, BertModel)> {
-    let dir = run_dir::resolve(dir).unwrap_or_else(|| dir.to_path_buf());
-    let (encoder, _) = model_dir::load(&dir, device)?;
-    let model = encoder.model.clone();
-    Ok((encoder, model))
 }
 
 #[allow(clippy::too_many_arguments)]
