@@ -380,8 +380,7 @@ pub fn adapt(
     config: &AdaptConfig,
     mut on_step: impl FnMut(usize, f32),
 ) -> Result<Adapted> {
-    let [batch, _] = support.input_ids.dims();
-    check_support(labels, n_way, batch)?;
+    // The support set is checked by `AdaptSession::new`.
     let bert = prepare(bert, config);
     let first = first_adapting_block(config.mode, config.layers, bert.num_layers());
     let cached = frozen_states(&bert, support, first);

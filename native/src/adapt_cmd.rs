@@ -19,7 +19,6 @@ use polytask_core::fewshot::{
 };
 use polytask_core::{BertInput, SentenceEncoder, data};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::backend::{self, BackendChoice};
 use crate::model_dir;
@@ -201,13 +200,6 @@ pub struct AdaptArgs {
     pub backend: BackendChoice,
 }
 
-/// sha256 of the base encoder's weights: the identity a task file is bound to.
-pub fn base_id(model_dir: &Path) -> Result<String> {
-    let path = model_dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(format!("sha256:{:x}", Sha256::digest(&bytes)))
-}
-
 /// Tokenizes texts onto `device`, noting truncation.
 pub fn inputs(encoder: &SentenceEncoder, texts: &[&str], device: &Device) -> Result<BertInput> {
     let batch = encoder.tokenizer.batch(texts)?;
@@ -299,7 +291,7 @@ pub fn run_adapt(args: &AdaptArgs) -> Result<()> {
     let config = args.adapt.config(&args.mode)?;
     let selected = backend::select(args.backend)?;
     let dir = model_dir::resolve(args.model.as_deref())?;
-    let (encoder, _) = model_dir::load(&dir, &selected.device)?;
+    let (encoder, base) = model_dir::load_with_id(&dir, &selected.device)?;
     eprintln!(
         "backend: {}; {} labels, {} examples; adapting {} ({} steps)",
         selected.description,
@@ -334,7 +326,7 @@ pub fn run_adapt(args: &AdaptArgs) -> Result<()> {
         labels: labels.clone(),
         config,
         first: adapted.first,
-        base: base_id(&dir)?,
+        base,
         max_len: encoder.tokenizer.max_len(),
     };
     let bytes = save_task(&adapted.model, &meta)?;
@@ -367,7 +359,7 @@ pub fn load_task_model(
     let source = task.display().to_string();
     let meta = read_task_meta(&bytes, &source)?;
     let dir = model_dir::resolve(model)?;
-    let base = base_id(&dir)?;
+    let (mut encoder, base) = model_dir::load_with_id(&dir, device)?;
     if base != meta.base {
         bail!(
             "{source}: adapted from the encoder with weights {}, but {} has {base}; pass the \
@@ -376,7 +368,6 @@ pub fn load_task_model(
             dir.display()
         );
     }
-    let (mut encoder, _) = model_dir::load(&dir, device)?;
     encoder.tokenizer.set_max_len(meta.max_len)?;
     let (fewshot, meta) = load_task(&encoder.model, &bytes, &source)?;
     Ok((encoder, fewshot, meta))

@@ -25,7 +25,7 @@ use polytask_core::{BertConfig, ModelFiles, SentenceEncoder, Tokenizer};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::adapt_cmd::{base_id, inputs, prediction_json};
+use crate::adapt_cmd::{inputs, prediction_json};
 use crate::backend::{self, BackendChoice};
 use crate::{model_dir, run_dir};
 
@@ -58,7 +58,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     let dir = model_dir::resolve(args.model.as_deref())?;
     let dir = run_dir::resolve(&dir).unwrap_or(dir);
     let weights = read(&dir.join("model.safetensors"))?;
-    let base = base_id(&dir)?;
+    let base = model_dir::weights_id(&weights);
     let source = dir.join("model.safetensors").display().to_string();
     let width = if args.dtype == "f16" {
         FloatWidth::F16

@@ -103,6 +103,15 @@ fn letter(name: &str) -> &'static str {
     }
 }
 
+/// A method's row label: its name, with its number of steps when it trains.
+fn label(method: &str, config: &AdaptConfig) -> String {
+    if config.steps == 0 {
+        method.to_string()
+    } else {
+        format!("{method}, {} steps", config.steps)
+    }
+}
+
 /// Frozen states of examples, one `[len, hidden]` block each, computed once.
 struct StateCache {
     hidden: usize,
@@ -348,7 +357,8 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
 
     for (e_idx, (name, dir)) in encoders.iter().enumerate() {
         let (encoder, _) = model_dir::load(dir, &device)?;
-        // (a) runs once, with the pretrained encoder; then fine-tuning per mode.
+        // (a) runs once, with the pretrained encoder; then fine-tuning per mode. Labels
+        // get the number of steps when the rows are printed.
         let mut methods: Vec<(String, AdaptConfig)> = Vec::new();
         if e_idx == 0 {
             let mut c = args.adapt.config("head")?;
@@ -367,14 +377,7 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
                 }
                 AdaptMode::Full => format!("top {} blocks + head", c.layers),
             };
-            methods.push((
-                format!(
-                    "{}fine-tune from {name}, {what}, {} steps",
-                    letter(name),
-                    c.steps
-                ),
-                c,
-            ));
+            methods.push((format!("{}fine-tune from {name}, {what}", letter(name)), c));
         }
         let mut caches: BTreeMap<(usize, bool), StateCache> = BTreeMap::new();
         for (method, config) in &methods {
@@ -415,7 +418,7 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
                     let (mean, ci) = mean_ci95(&accs);
                     emit(
                         Row {
-                            method: method.clone(),
+                            method: label(method, config),
                             setting: format!("{}-way {shot}-shot", args.way),
                             n: args.episodes,
                             mean,
@@ -464,10 +467,7 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
                     let (mean, ci) = mean_ci95(&accs);
                     emit(
                         Row {
-                            method: method.replace(
-                                &format!("{} steps", args.adapt.steps),
-                                &format!("{} steps", config.steps),
-                            ),
+                            method: label(method, &config),
                             setting: format!(
                                 "{}-way {k_shot}-shot, whole test split ({} examples)",
                                 classes.len(),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use polytask_core::{LoadReport, ModelFiles, SentenceEncoder};
+use sha2::{Digest, Sha256};
 
 use crate::fetch;
 
@@ -29,12 +30,32 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir` onto `device`.
 pub fn load(dir: &Path, device: &Device) -> Result<(SentenceEncoder, LoadReport)> {
+    load_inner(dir, device, false).map(|(e, report, _)| (e, report))
+}
+
+/// Like [`load`], also returning the identity of the weights ([`weights_id`]), from the
+/// same single read of the file.
+pub fn load_with_id(dir: &Path, device: &Device) -> Result<(SentenceEncoder, String)> {
+    load_inner(dir, device, true).map(|(e, _, id)| (e, id.expect("asked for")))
+}
+
+/// `sha256:HEX` of a weights file: the identity a task file is bound to.
+pub fn weights_id(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+fn load_inner(
+    dir: &Path,
+    device: &Device,
+    identify: bool,
+) -> Result<(SentenceEncoder, LoadReport, Option<String>)> {
     let [config, tokenizer, weights] = fetch::MODEL_FILES.map(|name| dir.join(name));
     let names = [&config, &tokenizer, &weights].map(|p| p.display().to_string());
     let config_text = String::from_utf8(read(&config)?)
         .with_context(|| format!("{}: not UTF-8 text", names[0]))?;
     let tokenizer_bytes = read(&tokenizer)?;
     let weights_bytes = read(&weights)?;
+    let id = identify.then(|| weights_id(&weights_bytes));
     let files = ModelFiles {
         config_json: &config_text,
         config_name: &names[0],
@@ -43,5 +64,6 @@ pub fn load(dir: &Path, device: &Device) -> Result<(SentenceEncoder, LoadReport)
         weights: weights_bytes,
         weights_name: &names[2],
     };
-    Ok(SentenceEncoder::load(files, device)?)
+    let (encoder, report) = SentenceEncoder::load(files, device)?;
+    Ok((encoder, report, id))
 }
