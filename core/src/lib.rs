@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod multitask;
 pub mod optim;
 pub mod pooling;
+pub mod predict;
 pub mod rng;
 pub mod sampler;
 pub mod sentence;

@@ -273,6 +273,52 @@ impl MultiTaskModel {
     }
 }
 
+impl MultiTaskModel {
+    /// The heads saved in `bytes` (a file from [`to_safetensors`](Self::to_safetensors))
+    /// on top of an encoder already loaded, whose weights are shared, not read again: the
+    /// browser holds one copy of the encoder for its multi-task heads and its few-shot
+    /// tasks. The file's encoder tensors are not read.
+    pub fn with_heads(
+        bert: BertModel,
+        spec: MultiTaskSpec,
+        bytes: Vec<u8>,
+        source: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let fail = |message: String| Error::Checkpoint {
+            file: source.into(),
+            message,
+        };
+        let mut model = Self::new(bert, spec, device)?;
+        let bytes = crate::checkpoint::widen_f16(bytes, source)?;
+        let mut store = SafetensorsStore::from_bytes(Some(bytes))
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .with_regex(r"^(heads\.|log_vars)")
+            .validate(false)
+            .allow_partial(true);
+        let result = model
+            .load_from(&mut store)
+            .map_err(|e| fail(format!("cannot read tensors: {e}")))?;
+        if let Some(e) = result.errors.first() {
+            return Err(fail(format!("{e:?}")));
+        }
+        let missing: Vec<&str> = result
+            .missing
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .filter(|p| p.starts_with("heads.") || p.starts_with("log_vars"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(fail(format!(
+                "missing {} head tensor(s): {:?} (was it saved with other tasks?)",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            )));
+        }
+        Ok(model)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -355,6 +401,52 @@ pub(crate) mod tests {
         spec3.tasks[1].labels.push("B-Y".into());
         let mut wrong = MultiTaskModel::init(&config, spec3, &d).unwrap();
         let e = wrong.load_safetensors(bytes, "m.safetensors").unwrap_err();
+        assert!(e.to_string().starts_with("m.safetensors: "), "{e}");
+    }
+
+    /// Heads loaded onto an encoder already in memory predict what the whole file does,
+    /// and the encoder is the one given, not the file's.
+    #[test]
+    fn heads_load_onto_a_shared_encoder() {
+        let d = Device::flex();
+        d.seed(5);
+        let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
+        let config = BertConfig::tiny(tok.vocab_size());
+        let spec = two_task_spec(LossWeighting::Static);
+        let model = MultiTaskModel::init(&config, spec.clone(), &d).unwrap();
+        let bytes = model.to_safetensors().unwrap();
+        let a = Encoded::words(&tok, &["the", "movie", "is"], None, None).unwrap();
+        let batch = collate(&[&a], tok.pad_id(), &d).unwrap();
+        let out = |m: &MultiTaskModel, t: usize| -> Vec<f32> {
+            let enc = m.bert.forward(batch.input.clone());
+            m.probabilities(t, &enc).try_into_vec_as::<f32>().unwrap()
+        };
+        let shared =
+            MultiTaskModel::with_heads(model.bert.clone(), spec.clone(), bytes.clone(), "m", &d)
+                .unwrap();
+        for t in 0..2 {
+            assert_eq!(out(&model, t), out(&shared, t));
+        }
+        // Another encoder keeps its own weights: the file's encoder tensors are not read.
+        let other_bert = config.init(&d);
+        let on_other =
+            MultiTaskModel::with_heads(other_bert.clone(), spec.clone(), bytes.clone(), "m", &d)
+                .unwrap();
+        let emb = |b: &BertModel| -> Vec<f32> {
+            b.embeddings
+                .word_embeddings
+                .weight
+                .val()
+                .try_into_vec_as::<f32>()
+                .unwrap()
+        };
+        assert_eq!(emb(&on_other.bert), emb(&other_bert));
+        assert_ne!(emb(&on_other.bert), emb(&model.bert));
+        // Heads of another label set: named.
+        let mut spec3 = spec;
+        spec3.tasks[1].labels.push("B-Y".into());
+        let e = MultiTaskModel::with_heads(model.bert.clone(), spec3, bytes, "m.safetensors", &d)
+            .unwrap_err();
         assert!(e.to_string().starts_with("m.safetensors: "), "{e}");
     }
 }

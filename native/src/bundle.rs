@@ -21,7 +21,7 @@ use polytask_core::bundle::{BUNDLE_FORMAT, FileEntry, Manifest};
 use polytask_core::checkpoint::{FloatWidth, convert_floats};
 use polytask_core::fewshot::{load_task, read_task_meta};
 use polytask_core::multitask::{MultiTaskModel, MultiTaskSpec};
-use polytask_core::{BertConfig, ModelFiles, SentenceEncoder, Tokenizer};
+use polytask_core::{ModelFiles, SentenceEncoder, Tokenizer};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -215,10 +215,13 @@ pub fn predict(dir: &Path, texts: &[String], choice: BackendChoice) -> Result<()
     let multitask = if bundle.manifest.multitask {
         let spec: MultiTaskSpec = serde_json::from_slice(&bundle.file("tasks.json")?)
             .with_context(|| format!("{}: not a task list", name("tasks.json")))?;
-        let config = BertConfig::from_json(&config_json, &name("config.json"))?;
-        let mut model = MultiTaskModel::init(&config, spec, device)?;
-        model.load_safetensors(weights, &name("model.safetensors"))?;
-        Some(model)
+        Some(MultiTaskModel::with_heads(
+            encoder.model.clone(),
+            spec,
+            weights,
+            &name("model.safetensors"),
+            device,
+        )?)
     } else {
         None
     };

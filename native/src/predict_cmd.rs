@@ -6,9 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use polytask_core::features::Encoded;
-use polytask_core::metrics::extract_entities;
-use polytask_core::tokenizer::first_subword_positions;
+use polytask_core::predict::{PreparedText, sentence_output, token_output};
 use polytask_core::trainer::{TaskPredictions, predict};
 use serde_json::{Value, json};
 
@@ -31,39 +29,6 @@ pub struct PredictArgs {
     pub bundle: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
-}
-
-/// One text encoded for prediction, with the character span of each word.
-fn encode(
-    tokenizer: &polytask_core::Tokenizer,
-    text: &str,
-) -> Result<(Encoded, Vec<(usize, usize)>)> {
-    let encoding = tokenizer.encode(text)?;
-    let n_words = encoding
-        .word_ids
-        .iter()
-        .flatten()
-        .map(|&w| w as usize + 1)
-        .max()
-        .unwrap_or(0);
-    let first_pieces = first_subword_positions(&encoding.word_ids, n_words);
-    let mut spans = vec![(usize::MAX, 0usize); n_words];
-    for (w, off) in encoding.word_ids.iter().zip(&encoding.offsets) {
-        if let Some(w) = w {
-            let s = &mut spans[*w as usize];
-            s.0 = s.0.min(off.0);
-            s.1 = s.1.max(off.1);
-        }
-    }
-    Ok((
-        Encoded {
-            encoding,
-            sentence_label: None,
-            word_tags: None,
-            first_pieces,
-        },
-        spans,
-    ))
 }
 
 pub fn run(args: &PredictArgs) -> Result<()> {
@@ -107,20 +72,19 @@ pub fn multitask_predictions(
     texts: &[String],
     device: &burn::tensor::Device,
 ) -> Result<Vec<Value>> {
-    let mut items = Vec::with_capacity(texts.len());
-    let mut spans = Vec::with_capacity(texts.len());
+    let mut prepared = Vec::with_capacity(texts.len());
     for (i, t) in texts.iter().enumerate() {
-        let (e, s) = encode(tokenizer, t)?;
-        if e.encoding.truncated {
+        let p = PreparedText::new(tokenizer, t)?;
+        if p.truncated() {
             eprintln!(
                 "note: text {} is longer than {} word pieces and was truncated",
                 i + 1,
                 tokenizer.max_len()
             );
         }
-        items.push(e);
-        spans.push(s);
+        prepared.push(p);
     }
+    let items: Vec<_> = prepared.iter().map(|p| p.encoded.clone()).collect();
     let tasks: Vec<usize> = (0..model.tasks().len()).collect();
     let preds = predict(model, &items, &tasks, 32, tokenizer.pad_id(), device)?;
     let mut out = Vec::with_capacity(texts.len());
@@ -128,27 +92,11 @@ pub fn multitask_predictions(
         let mut by_task = serde_json::Map::new();
         for (&t, p) in tasks.iter().zip(&preds) {
             let spec = &model.tasks()[t];
-            let value = match p {
-                TaskPredictions::Sentence(p) => {
-                    let (label, conf) = p[i];
-                    json!({"label": spec.labels[label], "confidence": conf})
-                }
-                TaskPredictions::Token(p) => {
-                    let tags: Vec<&str> =
-                        p[i].iter().map(|(c, _)| spec.labels[*c].as_str()).collect();
-                    let entities: Vec<Value> = extract_entities(&tags)
-                        .into_iter()
-                        .map(|e| {
-                            let (start, end) = (spans[i][e.start].0, spans[i][e.end - 1].1);
-                            let conf = p[i][e.start..e.end].iter().map(|x| x.1).fold(1.0f32, f32::min);
-                            let snippet: String = text.chars().skip(start).take(end - start).collect();
-                            json!({"type": e.kind, "text": snippet, "start": start, "end": end, "confidence": conf})
-                        })
-                        .collect();
-                    json!({"entities": entities, "tags": tags})
-                }
+            let output = match p {
+                TaskPredictions::Sentence(p) => sentence_output(spec, p[i]),
+                TaskPredictions::Token(p) => token_output(spec, text, &prepared[i], &p[i]),
             };
-            by_task.insert(spec.name.clone(), value);
+            by_task.insert(spec.name.clone(), serde_json::to_value(output)?);
         }
         out.push(Value::Object(by_task));
     }

@@ -1,0 +1,294 @@
+//! What a text gets from a multi-task model, for people: each sentence task's label and
+//! confidence, each token task's entities (type, character span, text, confidence).
+//!
+//! The device work is [`MultiTaskModel::probabilities`]; what is here runs on the host, on
+//! probabilities already read back, so that the CLI (synchronous reads) and the browser
+//! (asynchronous reads, WebGPU) decode them the same way.
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::features::{Encoded, word_tags};
+use crate::metrics::extract_entities;
+use crate::multitask::MultiTaskModel;
+use crate::task::{TaskKind, TaskSpec};
+use crate::tokenizer::{Tokenizer, first_subword_positions};
+
+/// A text tokenized for prediction, with the character span of each of its words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedText {
+    pub encoded: Encoded,
+    /// `(start, end)` character offsets of each word in the text.
+    pub word_spans: Vec<(usize, usize)>,
+}
+
+impl PreparedText {
+    pub fn new(tokenizer: &Tokenizer, text: &str) -> Result<Self> {
+        let encoding = tokenizer.encode(text)?;
+        let n_words = encoding
+            .word_ids
+            .iter()
+            .flatten()
+            .map(|&w| w as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let first_pieces = first_subword_positions(&encoding.word_ids, n_words);
+        let mut word_spans = vec![(usize::MAX, 0usize); n_words];
+        for (w, off) in encoding.word_ids.iter().zip(&encoding.offsets) {
+            if let Some(w) = w {
+                let s = &mut word_spans[*w as usize];
+                s.0 = s.0.min(off.0);
+                s.1 = s.1.max(off.1);
+            }
+        }
+        Ok(PreparedText {
+            encoded: Encoded {
+                encoding,
+                sentence_label: None,
+                word_tags: None,
+                first_pieces,
+            },
+            word_spans,
+        })
+    }
+
+    /// The text was longer than the tokenizer's maximum and its end was cut off.
+    pub fn truncated(&self) -> bool {
+        self.encoding().truncated
+    }
+
+    fn encoding(&self) -> &crate::tokenizer::Encoding {
+        &self.encoded.encoding
+    }
+}
+
+/// One entity found by a token task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entity {
+    /// The entity type (`PER`, `city`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The entity's characters in the text.
+    pub text: String,
+    /// Character offsets, end exclusive.
+    pub start: usize,
+    pub end: usize,
+    /// The lowest tag probability among the entity's words.
+    pub confidence: f32,
+}
+
+/// One task's prediction for one text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum TaskOutput {
+    Sentence {
+        label: String,
+        confidence: f32,
+    },
+    Token {
+        entities: Vec<Entity>,
+        /// One tag per word.
+        tags: Vec<String>,
+    },
+}
+
+/// A sentence task's output from its best class and that class's probability.
+pub fn sentence_output(spec: &TaskSpec, (label, confidence): (usize, f32)) -> TaskOutput {
+    TaskOutput::Sentence {
+        label: spec.labels[label].clone(),
+        confidence,
+    }
+}
+
+/// A token task's output from each word's best tag and its probability (one per word of
+/// `prepared`; words truncated away carry the outside tag).
+pub fn token_output(
+    spec: &TaskSpec,
+    text: &str,
+    prepared: &PreparedText,
+    words: &[(usize, f32)],
+) -> TaskOutput {
+    let tags: Vec<&str> = words
+        .iter()
+        .map(|(c, _)| spec.labels[*c].as_str())
+        .collect();
+    let entities = extract_entities(&tags)
+        .into_iter()
+        .map(|e| {
+            let (start, end) = (
+                prepared.word_spans[e.start].0,
+                prepared.word_spans[e.end - 1].1,
+            );
+            let confidence = words[e.start..e.end]
+                .iter()
+                .map(|x| x.1)
+                .fold(1.0f32, f32::min);
+            Entity {
+                kind: e.kind,
+                text: text.chars().skip(start).take(end - start).collect(),
+                start,
+                end,
+                confidence,
+            }
+        })
+        .collect();
+    TaskOutput::Token {
+        entities,
+        tags: tags.into_iter().map(String::from).collect(),
+    }
+}
+
+/// The best class of each row of row-major `[rows, classes]` probabilities, with its
+/// probability.
+pub fn argmax_rows(probs: &[f32], classes: usize) -> Vec<(usize, f32)> {
+    probs
+        .chunks(classes.max(1))
+        .map(|row| {
+            row.iter()
+                .copied()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, p)| {
+                    if p > best.1 { (i, p) } else { best }
+                })
+        })
+        .collect()
+}
+
+/// Task `task`'s output for one text, from the probabilities that
+/// [`MultiTaskModel::probabilities`] gave for it alone (a batch of one): `[1, labels]` for a
+/// sentence task, `[pieces, labels]` for a token task.
+pub fn decode(
+    model: &MultiTaskModel,
+    task: usize,
+    text: &str,
+    prepared: &PreparedText,
+    probs: &[f32],
+) -> TaskOutput {
+    let spec = &model.tasks()[task];
+    let best = argmax_rows(probs, spec.num_labels());
+    match spec.kind {
+        TaskKind::Sentence => sentence_output(spec, best[0]),
+        TaskKind::Token => {
+            let tags: Vec<usize> = best.iter().map(|b| b.0).collect();
+            let words = word_tags(&tags, &prepared.encoded.first_pieces, 0);
+            let words: Vec<(usize, f32)> = words
+                .iter()
+                .zip(&prepared.encoded.first_pieces)
+                .map(|(&tag, p)| (tag, p.map_or(0.0, |p| best[p].1)))
+                .collect();
+            token_output(spec, text, prepared, &words)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::tests::tiny_tokenizer_json;
+
+    fn ner() -> TaskSpec {
+        TaskSpec {
+            name: "ner".into(),
+            kind: TaskKind::Token,
+            labels: vec!["O".into(), "B-X".into(), "I-X".into()],
+            weight: 1.0,
+            out_of_scope: None,
+        }
+    }
+
+    #[test]
+    fn entities_carry_character_spans_of_whole_words() {
+        let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
+        let text = "the movie is unbelievable";
+        let p = PreparedText::new(&tok, text).unwrap();
+        // "unbelievable" is three word pieces, one word.
+        assert_eq!(p.word_spans, vec![(0, 3), (4, 9), (10, 12), (13, 25)]);
+        let words = [(0, 0.9), (1, 0.8), (2, 0.6), (1, 0.7)];
+        let TaskOutput::Token { entities, tags } = token_output(&ner(), text, &p, &words) else {
+            panic!("a token task gives entities")
+        };
+        assert_eq!(tags, ["O", "B-X", "I-X", "B-X"]);
+        let entity = |text: &str, start, end, confidence| Entity {
+            kind: "X".into(),
+            text: text.into(),
+            start,
+            end,
+            confidence,
+        };
+        // An entity's confidence is its least sure word.
+        assert_eq!(
+            entities,
+            vec![
+                entity("movie is", 4, 12, 0.6),
+                entity("unbelievable", 13, 25, 0.7)
+            ]
+        );
+    }
+
+    /// Decoding one text's probabilities on the host gives what the batched
+    /// [`predict`](crate::trainer::predict) gives, for both kinds of task.
+    #[test]
+    fn decode_agrees_with_batched_prediction() {
+        let device = burn::tensor::Device::flex();
+        device.seed(3);
+        let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
+        let spec = crate::multitask::tests::two_task_spec(crate::loss::LossWeighting::Static);
+        let model = MultiTaskModel::init(
+            &crate::config::BertConfig::tiny(tok.vocab_size()),
+            spec,
+            &device,
+        )
+        .unwrap();
+        let texts = [
+            "the movie is unbelievable",
+            "a new film , so great !",
+            "new",
+        ];
+        let prepared: Vec<PreparedText> = texts
+            .iter()
+            .map(|t| PreparedText::new(&tok, t).unwrap())
+            .collect();
+        let items: Vec<Encoded> = prepared.iter().map(|p| p.encoded.clone()).collect();
+        let batched =
+            crate::trainer::predict(&model, &items, &[0, 1], 2, tok.pad_id(), &device).unwrap();
+        for (i, (text, p)) in texts.iter().zip(&prepared).enumerate() {
+            let batch = crate::features::collate(&[&p.encoded], tok.pad_id(), &device).unwrap();
+            let enc = model.bert.forward(batch.input);
+            for (task, batched) in batched.iter().enumerate() {
+                let probs: Vec<f32> = model
+                    .probabilities(task, &enc)
+                    .try_into_vec_as::<f32>()
+                    .unwrap();
+                let out = decode(&model, task, text, p, &probs);
+                let spec = &model.tasks()[task];
+                let expected = match batched {
+                    crate::trainer::TaskPredictions::Sentence(s) => sentence_output(spec, s[i]),
+                    crate::trainer::TaskPredictions::Token(t) => token_output(spec, text, p, &t[i]),
+                };
+                match (&out, &expected) {
+                    (
+                        TaskOutput::Sentence { label, confidence },
+                        TaskOutput::Sentence {
+                            label: l2,
+                            confidence: c2,
+                        },
+                    ) => {
+                        assert_eq!(label, l2);
+                        assert!((confidence - c2).abs() < 1e-5, "{confidence} vs {c2}");
+                    }
+                    (TaskOutput::Token { tags, .. }, TaskOutput::Token { tags: t2, .. }) => {
+                        assert_eq!(tags, t2, "{text}");
+                        assert_eq!(tags.len(), p.word_spans.len());
+                    }
+                    _ => panic!("task {task}: kinds differ"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn argmax_rows_picks_each_rows_best() {
+        let p = [0.1, 0.7, 0.2, 0.5, 0.2, 0.3];
+        assert_eq!(argmax_rows(&p, 3), vec![(1, 0.7), (0, 0.5)]);
+    }
+}
