@@ -56,4 +56,45 @@ login: two factor code never arrives
 bug: the app freezes when I upload a file
 bug: the search results are empty even though data exists",
     },
+    ExampleTask {
+        name: "travel",
+        title: "Travel desk (5 labels, 5 examples each)",
+        examples: "\
+flight: book me a flight to lisbon on friday
+flight: are there any direct flights from chicago to denver
+flight: I want to change my return flight to sunday
+flight: what time does my plane leave tomorrow
+flight: find the cheapest ticket to new york next week
+hotel: I need a room near the convention center for two nights
+hotel: does the hotel have free breakfast
+hotel: book a double room in rome from the 3rd to the 6th
+hotel: can I check in early at my hotel
+hotel: find a quiet place to stay downtown under 150 a night
+car: rent a car at the airport when I land
+car: I'd like an suv for the whole week
+car: how much is it to return the rental car in another city
+car: add a child seat to my car reservation
+car: is there a cheaper compact car available
+baggage: how many suitcases can I check in
+baggage: my luggage did not arrive
+baggage: what is the weight limit for a carry on
+baggage: can I bring my bike on the plane
+baggage: how much does an extra bag cost
+visa: do I need a visa to visit japan
+visa: how long does it take to get a tourist visa
+visa: which documents do I need for a work permit abroad
+visa: can I enter canada with an expired passport
+visa: is an electronic travel authorization required for the us",
+        heldout: "\
+flight: get me on the earliest flight to boston
+flight: is my flight to madrid delayed
+hotel: reserve a hotel room in paris for the weekend
+hotel: does my room have a sea view
+car: I need a convertible for three days in miami
+car: where do I pick up the rental car
+baggage: my suitcase was damaged during the flight
+baggage: are liquids allowed in hand luggage
+visa: what are the visa requirements for brazil
+visa: how do I renew my passport before the trip",
+    },
 ];

@@ -4,7 +4,8 @@
 //! backend compiled to wasm; the user can switch), loads a model bundle (`core-train
 //! export`, served beside the page under `bundle/`, or `?bundle=PATH`) with a progress bar
 //! and checksums, and then:
-//! - **Try it**: each bundled task's label and confidences for a sentence;
+//! - **Try it**: each bundled task's prediction for a sentence: the label and confidences of
+//!   sentence tasks, the entities of token tasks highlighted in the text;
 //! - **Teach a new task**: labels and a few examples each, adapted in the page one step at
 //!   a time (the page stays responsive), with a progress bar, a live loss curve and the
 //!   time taken; held-out examples are scored; the task can be downloaded and loaded again.
@@ -19,7 +20,9 @@ use polytask_core::fewshot::{
     AdaptConfig, AdaptMode, AdaptSession, FewShotModel, TASK_FORMAT, TaskMeta,
     first_adapting_block, frozen_states, load_task, prepare, save_task_async,
 };
-use polytask_core::{BertInput, ModelFiles, SentenceEncoder};
+use polytask_core::multitask::{MultiTaskModel, MultiTaskSpec};
+use polytask_core::predict::{Entity, PreparedText, TaskOutput, decode};
+use polytask_core::{Batch, BertInput, ModelFiles, SentenceEncoder};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -67,13 +70,21 @@ async fn init_device(prefer_cpu: bool) -> (Device, Backend) {
                 detail: "WebGPU (burn wgpu)".into(),
             },
         ),
-        Err(e) => (
-            Device::flex(),
-            Backend {
-                label: "cpu".into(),
-                detail: format!("CPU in wasm (burn flex); WebGPU unavailable: {e}"),
-            },
-        ),
+        Err(e) => {
+            let e = e.to_string();
+            let why = if e.contains("No adapter") || e.contains("no adapters") {
+                "this browser gives no WebGPU adapter".to_string()
+            } else {
+                format!("WebGPU unavailable: {e}")
+            };
+            (
+                Device::flex(),
+                Backend {
+                    label: "cpu".into(),
+                    detail: format!("CPU in wasm (burn flex); {why}"),
+                },
+            )
+        }
     }
 }
 
@@ -126,12 +137,47 @@ fn webgpu_failure() -> Option<String> {
     storage_call("getItem", &[WEBGPU_FAILED]).and_then(|v| v.as_string())
 }
 
+/// Where the page keeps the last taught or loaded task, so that a reload (after a WebGPU
+/// failure, say) does not lose it.
+const SAVED_TASK: &str = "polytask-task";
+
+/// Keeps a task file in `localStorage` (base64; a task file is a few KB to a few hundred).
+fn remember_task(bytes: &[u8]) -> Result<(), String> {
+    let latin1: String = bytes.iter().map(|&b| char::from(b)).collect();
+    let window = web_sys::window().ok_or("no window")?;
+    let b64 = window.btoa(&latin1).map_err(|e| format!("{e:?}"))?;
+    storage_call("setItem", &[SAVED_TASK, &b64])
+        .map(|_| ())
+        .ok_or_else(|| "this browser's storage refused it (full or disabled)".to_string())
+}
+
+/// The task kept by [`remember_task`], if any.
+fn remembered_task() -> Option<Vec<u8>> {
+    let b64 = storage_call("getItem", &[SAVED_TASK])?.as_string()?;
+    let latin1 = web_sys::window()?.atob(&b64).ok()?;
+    latin1.chars().map(|c| u8::try_from(c).ok()).collect()
+}
+
+/// A task file loaded onto the page's model, refused if it was adapted from another base.
+fn load_for(l: &Loaded, bytes: &[u8], name: &str) -> Result<(FewShotModel, TaskMeta), String> {
+    let (model, meta) = load_task(&l.encoder.model, bytes, name).map_err(|e| e.to_string())?;
+    if meta.base != l.base {
+        return Err(format!(
+            "{name}: adapted from another model ({}), not this bundle's ({})",
+            meta.base, l.base
+        ));
+    }
+    Ok((model, meta))
+}
+
 /// What the page has loaded.
 struct Loaded {
     device: Device,
     encoder: SentenceEncoder,
     base: String,
-    /// Bundled tasks, then the one taught in the page (if any).
+    /// The bundle's multi-task heads (sentence and token tasks) on the same encoder.
+    multitask: Option<MultiTaskModel>,
+    /// Bundled few-shot tasks, then the one taught in the page (if any).
     tasks: Vec<(FewShotModel, TaskMeta)>,
 }
 
@@ -139,31 +185,95 @@ struct Loaded {
 #[derive(Clone, Debug, PartialEq)]
 struct Prediction {
     task: String,
+    /// The best label of a sentence task (empty for a token task).
     label: String,
     confidence: f32,
+    /// Every label's probability (sentence tasks).
     probabilities: Vec<(String, f32)>,
+    /// The entities of a token task, `None` for a sentence task.
+    entities: Option<Vec<Entity>>,
+}
+
+/// What the Try-it box shows for one text.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct TryResult {
+    text: String,
+    predictions: Vec<Prediction>,
+    /// The text was cut to the tokenizer's maximum length.
+    truncated_to: Option<usize>,
+}
+
+/// `text` split at the entities' character spans: `(piece, entity)` in order.
+fn highlight<'a>(text: &str, entities: &'a [Entity]) -> Vec<(String, Option<&'a Entity>)> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for e in entities {
+        let (start, end) = (e.start.min(chars.len()), e.end.min(chars.len()));
+        if start < at {
+            continue;
+        }
+        if start > at {
+            out.push((chars[at..start].iter().collect(), None));
+        }
+        out.push((chars[start..end].iter().collect(), Some(e)));
+        at = end;
+    }
+    if at < chars.len() {
+        out.push((chars[at..].iter().collect(), None));
+    }
+    out
 }
 
 async fn predict_all(
     loaded: &Rc<RefCell<Option<Loaded>>>,
     text: &str,
-) -> Result<Vec<Prediction>, String> {
-    let (encoder, device, tasks) = {
+) -> Result<TryResult, String> {
+    let (encoder, device, tasks, multitask) = {
         let l = loaded.borrow();
         let l = l.as_ref().ok_or("the model is not loaded yet")?;
-        (l.encoder.clone(), l.device.clone(), l.tasks.clone())
+        (
+            l.encoder.clone(),
+            l.device.clone(),
+            l.tasks.clone(),
+            l.multitask.clone(),
+        )
     };
     if text.trim().is_empty() {
         return Err("Type a sentence first.".into());
     }
-    if tasks.is_empty() {
+    if tasks.is_empty() && multitask.is_none() {
         return Err("No task yet: the bundle has none; teach one below.".into());
     }
-    let batch = encoder
-        .tokenizer
-        .batch(&[text])
-        .map_err(|e| e.to_string())?;
+    let prepared = PreparedText::new(&encoder.tokenizer, text).map_err(|e| e.to_string())?;
+    let batch = Batch::pad(
+        std::slice::from_ref(&prepared.encoded.encoding),
+        encoder.tokenizer.pad_id(),
+    )
+    .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
+    if let Some(model) = &multitask {
+        let enc = model.bert.forward(BertInput::from_batch(&batch, &device));
+        for (t, spec) in model.tasks().iter().enumerate() {
+            let probs = read_f32(model.probabilities(t, &enc)).await?;
+            out.push(match decode(model, t, text, &prepared, &probs) {
+                TaskOutput::Sentence { label, confidence } => Prediction {
+                    task: spec.name.clone(),
+                    label,
+                    confidence,
+                    probabilities: spec.labels.iter().cloned().zip(probs).collect(),
+                    entities: None,
+                },
+                TaskOutput::Token { entities, .. } => Prediction {
+                    task: spec.name.clone(),
+                    label: String::new(),
+                    confidence: 0.0,
+                    probabilities: Vec::new(),
+                    entities: Some(entities),
+                },
+            });
+        }
+    }
     for (model, meta) in &tasks {
         let p = read_f32(model.probabilities(BertInput::from_batch(&batch, &device))).await?;
         let best = (0..p.len())
@@ -174,9 +284,14 @@ async fn predict_all(
             label: meta.labels[best].clone(),
             confidence: p[best],
             probabilities: meta.labels.iter().cloned().zip(p.iter().copied()).collect(),
+            entities: None,
         });
     }
-    Ok(out)
+    Ok(TryResult {
+        text: text.to_string(),
+        predictions: out,
+        truncated_to: prepared.truncated().then(|| encoder.tokenizer.max_len()),
+    })
 }
 
 /// `(text, label index)` lines of the teach box.
@@ -246,10 +361,9 @@ fn App() -> impl IntoView {
 
     // Try it.
     let (try_text, set_try_text) = signal(String::new());
-    let (try_out, set_try_out) = signal(Vec::<Prediction>::new());
+    // The predictions shown and the text they are for (tests wait on it).
+    let (try_out, set_try_out) = signal(TryResult::default());
     let (try_msg, set_try_msg) = signal(String::new());
-    // The text the predictions shown are for (tests wait on it).
-    let (try_for, set_try_for) = signal(String::new());
 
     // Teach.
     let (task_name, set_task_name) = signal(String::from("my-task"));
@@ -319,6 +433,27 @@ fn App() -> impl IntoView {
                             Ok(task) => l.tasks.push(task),
                             Err(e) => set_error.set(format!("the taught task could not move: {e}")),
                         }
+                    } else if let Some(bytes) = remembered_task() {
+                        // The task of the last visit (or of the page before a WebGPU failure).
+                        match load_for(&l, &bytes, "the task kept by this browser") {
+                            Ok((model, meta)) => {
+                                set_taught_name.set(meta.name.clone());
+                                set_teach_msg.set(format!(
+                                    "restored task \"{}\" ({} labels) from the last visit",
+                                    meta.name,
+                                    meta.labels.len()
+                                ));
+                                l.tasks.push((model.clone(), meta.clone()));
+                                taught.set_value(Some(Rc::new(Taught {
+                                    model,
+                                    meta,
+                                    seconds: 0.0,
+                                })));
+                            }
+                            Err(e) => set_teach_msg.set(format!(
+                                "The task kept from the last visit was not restored: {e}"
+                            )),
+                        }
                     }
                     *cell.borrow_mut() = Some(l);
                     set_status.set("ready".into());
@@ -348,7 +483,6 @@ fn App() -> impl IntoView {
                 Ok(p) => {
                     set_try_msg.set(String::new());
                     set_try_out.set(p);
-                    set_try_for.set(text);
                 }
                 Err(e) => set_try_msg.set(e),
             }
@@ -445,6 +579,16 @@ fn App() -> impl IntoView {
                     }
                     set_taught_name.set(t.meta.name.clone());
                     install_task(&loaded.get_value(), t.model.clone(), t.meta.clone());
+                    // Kept for the next visit; a failure only costs that.
+                    let kept = match save_task_async(&t.model, &t.meta).await {
+                        Ok(bytes) => remember_task(&bytes),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if let Err(e) = kept {
+                        set_teach_msg.set(format!(
+                            "Adapted, but not kept for the next visit ({e}): download it to keep it."
+                        ));
+                    }
                     taught.set_value(Some(Rc::new(t)));
                 }
                 Err(e) => set_teach_msg.set(e),
@@ -458,11 +602,11 @@ fn App() -> impl IntoView {
         let name = taught_name.get_untracked();
         spawn_local(async move {
             match predict_all(&loaded.get_value(), &text).await {
-                Ok(p) => {
-                    if let Some(p) = p.into_iter().find(|p| p.task == name) {
+                Ok(mut r) => {
+                    r.predictions.retain(|p| p.task == name);
+                    if !r.predictions.is_empty() {
                         set_teach_msg.set(String::new());
-                        set_try_out.set(vec![p]);
-                        set_try_for.set(text);
+                        set_try_out.set(r);
                     }
                 }
                 Err(e) => set_teach_msg.set(e),
@@ -502,31 +646,21 @@ fn App() -> impl IntoView {
                 }
             };
             let cell = loaded.get_value();
-            let result = {
-                let l = cell.borrow();
-                match l.as_ref() {
-                    None => Err("the model is not loaded yet".to_string()),
-                    Some(l) => load_task(&l.encoder.model, &bytes, &file_name)
-                        .map_err(|e| e.to_string())
-                        .and_then(|(m, meta)| {
-                            if meta.base != l.base {
-                                Err(format!(
-                                    "{file_name}: adapted from another model ({}), not this bundle's ({})",
-                                    meta.base, l.base
-                                ))
-                            } else {
-                                Ok((m, meta))
-                            }
-                        }),
-                }
+            let result = match cell.borrow().as_ref() {
+                None => Err("the model is not loaded yet".to_string()),
+                Some(l) => load_for(l, &bytes, &file_name),
             };
             match result {
                 Ok((model, meta)) => {
                     set_taught_name.set(meta.name.clone());
                     set_teach_msg.set(format!(
-                        "loaded task \"{}\" ({} labels)",
+                        "loaded task \"{}\" ({} labels){}",
                         meta.name,
-                        meta.labels.len()
+                        meta.labels.len(),
+                        remember_task(&bytes)
+                            .err()
+                            .map(|e| format!("; not kept for the next visit: {e}"))
+                            .unwrap_or_default()
                     ));
                     install_task(&cell, model.clone(), meta.clone());
                     taught.set_value(Some(Rc::new(Taught {
@@ -583,16 +717,14 @@ fn App() -> impl IntoView {
                     on:input=move |ev| set_try_text.set(event_target_value(&ev)) />
                 <button id="try-btn" on:click=on_try>"Predict"</button>
                 <p id="try-msg" class="error">{move || try_msg.get()}</p>
-                <ul id="try-out" data-text=move || try_for.get()>
-                    {move || try_out.get().into_iter().map(|p| {
-                        let probs = serde_json::to_string(&p.probabilities.iter().map(|(l, v)| (l.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>()).unwrap_or_default();
-                        view! {
-                            <li class="prediction" data-task=p.task.clone() data-label=p.label.clone() data-probs=probs>
-                                <strong>{p.task.clone()}</strong> ": " {p.label.clone()}
-                                {format!(" ({:.1}%)", p.confidence * 100.0)}
-                            </li>
-                        }
-                    }).collect_view()}
+                <p id="try-note">{move || try_out.get().truncated_to.map(|n| format!(
+                    "The text is longer than the model reads: only its first {n} word pieces were used."
+                )).unwrap_or_default()}</p>
+                <ul id="try-out" data-text=move || try_out.get().text>
+                    {move || {
+                        let r = try_out.get();
+                        r.predictions.into_iter().map(|p| prediction_view(&r.text, p)).collect_view()
+                    }}
                 </ul>
             </section>
 
@@ -652,6 +784,64 @@ fn App() -> impl IntoView {
     }
 }
 
+/// One task's line in the Try-it box: a sentence task's label and confidence (with the
+/// runners-up), or a token task's entities highlighted in the text.
+fn prediction_view(text: &str, p: Prediction) -> impl IntoView + use<> {
+    match p.entities {
+        Some(entities) => {
+            let json = serde_json::to_string(&entities).unwrap_or_default();
+            let pieces: Vec<(String, Option<Entity>)> = highlight(text, &entities)
+                .into_iter()
+                .map(|(s, e)| (s, e.cloned()))
+                .collect();
+            view! {
+                <li class="prediction entities" data-task=p.task.clone() data-entities=json>
+                    <strong>{p.task.clone()}</strong> ": "
+                    <span class="highlighted">
+                        {pieces.into_iter().map(|(piece, e)| match e {
+                            Some(e) => view! {
+                                <mark class="entity" data-type=e.kind.clone()
+                                    title=format!("{} ({:.1}%)", e.kind, e.confidence * 100.0)>
+                                    {piece}<small>{e.kind.clone()}</small>
+                                </mark>
+                            }.into_any(),
+                            None => view! { <span>{piece}</span> }.into_any(),
+                        }).collect_view()}
+                    </span>
+                    {entities.is_empty().then_some(" (no entity)")}
+                </li>
+            }
+            .into_any()
+        }
+        None => {
+            let probs = serde_json::to_string(
+                &p.probabilities
+                    .iter()
+                    .cloned()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )
+            .unwrap_or_default();
+            let mut ranked = p.probabilities.clone();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let others = ranked
+                .iter()
+                .skip(1)
+                .take(2)
+                .filter(|(_, v)| *v >= 0.01)
+                .map(|(l, v)| format!("{l} {:.0}%", v * 100.0))
+                .collect::<Vec<_>>();
+            view! {
+                <li class="prediction" data-task=p.task.clone() data-label=p.label.clone() data-probs=probs>
+                    <strong>{p.task.clone()}</strong> ": " {p.label.clone()}
+                    {format!(" ({:.1}%)", p.confidence * 100.0)}
+                    <span class="others">{(!others.is_empty()).then(|| format!("; then {}", others.join(", ")))}</span>
+                </li>
+            }
+            .into_any()
+        }
+    }
+}
+
 /// Fetches and verifies the bundle, then builds the encoder and its tasks on `device`.
 async fn load_bundle(
     base: &str,
@@ -705,23 +895,35 @@ async fn load_bundle(
         let bytes = take(&name)?;
         tasks.push(load_task(&encoder.model, &bytes, &name).map_err(|e| e.to_string())?);
     }
+    let multitask = if manifest.multitask {
+        let spec: MultiTaskSpec = serde_json::from_slice(&take("tasks.json")?)
+            .map_err(|e| format!("tasks.json: not a task list: {e}"))?;
+        Some(
+            MultiTaskModel::with_heads(
+                encoder.model.clone(),
+                spec,
+                take("model.safetensors")?,
+                "model.safetensors",
+                device,
+            )
+            .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
     set_note.set(format!(
-        "{:.1} MB ({} weights), {} of {} files from the cache, {:.1} s{}",
+        "{:.1} MB ({} weights), {} of {} files from the cache, {:.1} s",
         manifest.total_bytes() as f64 / 1e6,
         manifest.dtype,
         cached,
         manifest.files.len(),
         (now_ms() - t0) / 1000.0,
-        if manifest.multitask {
-            "; the bundle's multi-task heads are not shown in the page yet"
-        } else {
-            ""
-        }
     ));
     Ok(Loaded {
         device: device.clone(),
         encoder,
         base: manifest.base,
+        multitask,
         tasks,
     })
 }
