@@ -106,6 +106,7 @@ for (const mode of ['webgpu', 'cpu']) {
           assert.equal(mode, 'webgpu', got.panic);
           assert.match(got.panic, /WebGPU failed: .*reload the page and it will run on the CPU/s);
           timings.webgpu_failed_at_sentence = i + 1;
+          console.log(`# webgpu failure, as the page reports it: ${got.panic.slice(0, 2000)}`);
           await b.page.reload();
           assert.equal(await ready(b.page), 'ready');
           assert.equal(await b.page.getAttribute('#backend', 'data-backend'), 'cpu');

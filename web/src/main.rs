@@ -28,6 +28,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 mod bundle;
+mod console_log;
 mod examples;
 mod exports;
 
@@ -135,6 +136,63 @@ fn storage_call(method: &str, args: &[&str]) -> Option<JsValue> {
 
 fn webgpu_failure() -> Option<String> {
     storage_call("getItem", &[WEBGPU_FAILED]).and_then(|v| v.as_string())
+}
+
+/// How long one operation may leave WebGPU without an answer before the page gives up on it.
+/// Software adapters compile every kernel on first use (2–4 minutes for the first forward
+/// pass on SwiftShader); a GPU answers in seconds.
+const WEBGPU_PATIENCE_S: u32 = 400;
+
+/// Shows a problem in the page's `#panic` box.
+fn show_problem(message: &str) {
+    if let Some(el) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id("panic"))
+    {
+        el.set_text_content(Some(message));
+    }
+}
+
+/// What the page says when WebGPU fails, whatever the way.
+fn webgpu_failed_message(why: &str) -> String {
+    format!(
+        "WebGPU failed: {why}. The last task you taught or loaded is kept by this browser; \
+         reload the page and it will run on the CPU."
+    )
+}
+
+/// Guards one operation on WebGPU: a device that stops answering (a lost device does not
+/// always panic) is reported like a failed one after [`WEBGPU_PATIENCE_S`], and the next
+/// load runs on the CPU. Dropping the guard marks the operation finished.
+struct Watchdog(Rc<std::cell::Cell<bool>>);
+
+impl Watchdog {
+    fn arm(webgpu: bool, what: &'static str) -> Self {
+        let done = Rc::new(std::cell::Cell::new(!webgpu));
+        if webgpu {
+            let done = done.clone();
+            let fire = Closure::once_into_js(move || {
+                if !done.get() {
+                    let why = format!("no answer for {WEBGPU_PATIENCE_S} s during {what}");
+                    storage_call("setItem", &[WEBGPU_FAILED, &why]);
+                    show_problem(&webgpu_failed_message(&why));
+                }
+            });
+            if let Some(w) = web_sys::window() {
+                let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(
+                    fire.unchecked_ref(),
+                    (WEBGPU_PATIENCE_S * 1000) as i32,
+                );
+            }
+        }
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
 }
 
 /// Where the page keeps the last taught or loaded task, so that a reload (after a WebGPU
@@ -401,8 +459,11 @@ fn App() -> impl IntoView {
             set_status.set("starting…".into());
             set_error.set(String::new());
             let (device, b) = init_device(prefer_cpu).await;
+            let guard = Watchdog::arm(b.label == "webgpu", "the device check");
             set_backend.set(Some(b));
-            match check(&device).await {
+            let checked = check(&device).await;
+            drop(guard);
+            match checked {
                 Ok(v) if (v - 54.0).abs() < 1e-4 => {}
                 Ok(v) => {
                     set_status.set(format!("device check failed: got {v}, expected 54"));
@@ -476,10 +537,15 @@ fn App() -> impl IntoView {
         start(to_cpu);
     };
 
+    let on_webgpu = move || backend.get_untracked().is_some_and(|b| b.label == "webgpu");
+
     let on_try = move |_| {
         let text = try_text.get_untracked();
+        let guard = Watchdog::arm(on_webgpu(), "a prediction");
         spawn_local(async move {
-            match predict_all(&loaded.get_value(), &text).await {
+            let result = predict_all(&loaded.get_value(), &text).await;
+            drop(guard);
+            match result {
                 Ok(p) => {
                     set_try_msg.set(String::new());
                     set_try_out.set(p);
@@ -556,6 +622,7 @@ fn App() -> impl IntoView {
         set_losses.set(Vec::new());
         set_heldout_result.set(String::new());
         set_adapt_time.set(String::new());
+        let guard = Watchdog::arm(on_webgpu(), "the adaptation");
         spawn_local(async move {
             let result = teach(
                 &loaded.get_value(),
@@ -570,6 +637,7 @@ fn App() -> impl IntoView {
                 set_teach_msg,
             )
             .await;
+            drop(guard);
             match result {
                 Ok((t, heldout_acc)) => {
                     set_adapt_time.set(format!("adapted in {:.2} s", t.seconds));
@@ -600,8 +668,11 @@ fn App() -> impl IntoView {
     let on_classify = move |_| {
         let text = classify_text.get_untracked();
         let name = taught_name.get_untracked();
+        let guard = Watchdog::arm(on_webgpu(), "a prediction");
         spawn_local(async move {
-            match predict_all(&loaded.get_value(), &text).await {
+            let result = predict_all(&loaded.get_value(), &text).await;
+            drop(guard);
+            match result {
                 Ok(mut r) => {
                     r.predictions.retain(|p| p.task == name);
                     if !r.predictions.is_empty() {
@@ -1074,31 +1145,30 @@ fn download(name: &str, bytes: &[u8]) -> Result<(), String> {
 fn main() {
     // Rust panics are shown in the page, not only in the console. A failing WebGPU device
     // is remembered so that the next load runs on the CPU.
+    console_log::init();
     std::panic::set_hook(Box::new(|info| {
         console_error_panic_hook::hook(info);
-        let text = info.to_string();
+        let mut text = info.to_string();
         let gpu = text.contains("wgpu") || text.contains("WebGPU");
         if gpu {
+            // The device was lost for a reason logged earlier (a shader that failed to
+            // compile, say): that reason is what the user and a bug report need.
+            if let Some(cause) = console_log::last_error() {
+                let cause = cause.split("--- shader source").next().unwrap_or_default();
+                let cause: String = cause.trim().chars().take(800).collect();
+                text = format!("{text}\nEarlier: {cause}");
+            }
             let first_line = text
                 .lines()
                 .find(|l| l.contains("wgpu error"))
                 .unwrap_or("device error");
             storage_call("setItem", &[WEBGPU_FAILED, first_line.trim()]);
         }
-        if let Some(el) = web_sys::window()
-            .and_then(|w| w.document())
-            .and_then(|d| d.get_element_by_id("panic"))
-        {
-            let message = if gpu {
-                format!(
-                    "WebGPU failed: {text}. Nothing you taught is lost if you saved it; reload \
-                     the page and it will run on the CPU."
-                )
-            } else {
-                format!("Internal error (please report): {text}. Reload the page to start again.")
-            };
-            el.set_text_content(Some(&message));
-        }
+        show_problem(&if gpu {
+            webgpu_failed_message(&text)
+        } else {
+            format!("Internal error (please report): {text}. Reload the page to start again.")
+        });
     }));
     leptos::mount::mount_to_body(App);
 }
