@@ -131,6 +131,19 @@ pub fn word_tags(
         .collect()
 }
 
+/// [`word_tags`] with probabilities: each word gets its first piece's best tag and that
+/// tag's probability; a word truncated away gets `fallback` with probability 0.
+pub fn word_predictions(
+    position_best: &[(usize, f32)],
+    first_pieces: &[Option<usize>],
+    fallback: usize,
+) -> Vec<(usize, f32)> {
+    first_pieces
+        .iter()
+        .map(|p| p.map_or((fallback, 0.0), |p| position_best[p]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::features::{Encoded, word_tags};
+use crate::features::{Encoded, word_predictions};
 use crate::metrics::extract_entities;
 use crate::multitask::MultiTaskModel;
 use crate::task::{TaskKind, TaskSpec};
@@ -169,13 +169,7 @@ pub fn decode(
     match spec.kind {
         TaskKind::Sentence => sentence_output(spec, best[0]),
         TaskKind::Token => {
-            let tags: Vec<usize> = best.iter().map(|b| b.0).collect();
-            let words = word_tags(&tags, &prepared.encoded.first_pieces, 0);
-            let words: Vec<(usize, f32)> = words
-                .iter()
-                .zip(&prepared.encoded.first_pieces)
-                .map(|(&tag, p)| (tag, p.map_or(0.0, |p| best[p].1)))
-                .collect();
+            let words = word_predictions(&best, &prepared.encoded.first_pieces, 0);
             token_output(spec, text, prepared, &words)
         }
     }

@@ -4,7 +4,7 @@
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::error::{Error, Result};
-use crate::features::{Encoded, collate, word_tags};
+use crate::features::{Encoded, collate, word_predictions};
 use crate::multitask::MultiTaskModel;
 use crate::optim::{AdamW, StepStats};
 use crate::task::TaskKind;
@@ -119,13 +119,7 @@ pub fn predict(
                     let s = batch.seq_len;
                     for (row, &i) in chunk.iter().enumerate() {
                         let row_best = &best[row * s..(row + 1) * s];
-                        let tags: Vec<usize> = row_best.iter().map(|(c, _)| *c).collect();
-                        let words = word_tags(&tags, &items[i].first_pieces, 0);
-                        token[k][i] = words
-                            .iter()
-                            .zip(&items[i].first_pieces)
-                            .map(|(&tag, p)| (tag, p.map_or(0.0, |p| row_best[p].1)))
-                            .collect();
+                        token[k][i] = word_predictions(row_best, &items[i].first_pieces, 0);
                     }
                 }
             }
