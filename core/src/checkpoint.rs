@@ -194,6 +194,17 @@ impl FloatWidth {
 /// Rewrites a safetensors file with every F32/F16 tensor stored as `to` (names, shapes,
 /// metadata and other dtypes unchanged). F16 halves a download; loading converts back.
 pub fn convert_floats(bytes: &[u8], to: FloatWidth, source: &str) -> Result<Vec<u8>> {
+    convert_floats_where(bytes, to, source, |_| true)
+}
+
+/// [`convert_floats`] of the tensors whose names satisfy `keep`; the others are left out
+/// (and not converted).
+pub fn convert_floats_where(
+    bytes: &[u8],
+    to: FloatWidth,
+    source: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<u8>> {
     use burn::tensor::f16;
     let header = read_header(bytes, source)?;
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
@@ -201,7 +212,8 @@ pub fn convert_floats(bytes: &[u8], to: FloatWidth, source: &str) -> Result<Vec<
         .map_err(|e| checkpoint_error(source, format!("corrupt header: {e}")))?;
     let data = &bytes[8 + n..];
     // Keep the file's tensor order (by offset).
-    let mut order: Vec<(&String, &TensorInfo)> = header.iter().collect();
+    let mut order: Vec<(&String, &TensorInfo)> =
+        header.iter().filter(|(name, _)| keep(name)).collect();
     order.sort_by_key(|(_, info)| info.data_offsets.0);
     let mut out_header = serde_json::Map::new();
     if let Some(m) = raw.get("__metadata__") {

@@ -21,6 +21,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::bert::{BertModel, EncoderOutput};
+use crate::checkpoint::{FloatWidth, convert_floats_where};
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
 use crate::features::TrainBatch;
@@ -238,65 +239,62 @@ impl MultiTaskModel {
     /// from the same [`MultiTaskSpec`] and config. Every parameter must be present with
     /// its shape; anything missing, extra or mis-shaped is named.
     pub fn load_safetensors(&mut self, bytes: Vec<u8>, source: &str) -> Result<()> {
-        let fail = |message: String| Error::Checkpoint {
-            file: source.into(),
-            message,
-        };
         let bytes = crate::checkpoint::widen_f16(bytes, source)?;
-        let mut store = SafetensorsStore::from_bytes(Some(bytes))
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .with_key_remapping(r"\.attention\.self\.", ".attention.self_.")
-            .validate(false)
-            .allow_partial(true);
-        let result = self
-            .load_from(&mut store)
-            .map_err(|e| fail(format!("cannot read tensors: {e}")))?;
-        if let Some(e) = result.errors.first() {
-            return Err(fail(format!("{e:?}")));
-        }
-        if !result.missing.is_empty() {
-            let names: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
-            return Err(fail(format!(
-                "missing {} tensor(s) of this model: {:?} (was it saved with other tasks?)",
-                names.len(),
-                &names[..names.len().min(5)]
-            )));
-        }
-        if !result.unused.is_empty() {
-            return Err(fail(format!(
-                "{} tensor(s) that this model does not have: {:?}",
-                result.unused.len(),
-                &result.unused[..result.unused.len().min(5)]
-            )));
+        let store = SafetensorsStore::from_bytes(Some(bytes))
+            .with_key_remapping(r"\.attention\.self\.", ".attention.self_.");
+        let unused = self.load_store(store, source, "tensor(s) of this model", |_| true)?;
+        if !unused.is_empty() {
+            return Err(Error::Checkpoint {
+                file: source.into(),
+                message: format!(
+                    "{} tensor(s) that this model does not have: {:?}",
+                    unused.len(),
+                    &unused[..unused.len().min(5)]
+                ),
+            });
         }
         Ok(())
     }
-}
 
-impl MultiTaskModel {
-    /// The heads saved in `bytes` (a file from [`to_safetensors`](Self::to_safetensors))
-    /// on top of an encoder already loaded, whose weights are shared, not read again: the
-    /// browser holds one copy of the encoder for its multi-task heads and its few-shot
-    /// tasks. The file's encoder tensors are not read.
+    /// The heads saved in `bytes` (a file from [`to_safetensors`](Self::to_safetensors),
+    /// F32 or F16) on top of an encoder already loaded, whose weights are shared, not read
+    /// again: the browser holds one copy of the encoder for its multi-task heads and its
+    /// few-shot tasks. Only the head tensors of the file are read (and widened).
     pub fn with_heads(
         bert: BertModel,
         spec: MultiTaskSpec,
-        bytes: Vec<u8>,
+        bytes: &[u8],
         source: &str,
         device: &Device,
     ) -> Result<Self> {
+        let is_head = |p: &str| p.starts_with("heads.") || p.starts_with("log_vars");
+        let mut model = Self::new(bert, spec, device)?;
+        let heads = convert_floats_where(bytes, FloatWidth::F32, source, is_head)?;
+        let store = SafetensorsStore::from_bytes(Some(heads));
+        model.load_store(store, source, "head tensor(s)", is_head)?;
+        Ok(model)
+    }
+
+    /// Loads what `store` holds (PyTorch layouts) into the model. A tensor that does not
+    /// fit, or a missing parameter for which `needed` holds (called `what` in the message),
+    /// is an error naming `source`; returns the file's tensors that the model has no place
+    /// for.
+    fn load_store(
+        &mut self,
+        store: SafetensorsStore,
+        source: &str,
+        what: &str,
+        needed: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
         let fail = |message: String| Error::Checkpoint {
             file: source.into(),
             message,
         };
-        let mut model = Self::new(bert, spec, device)?;
-        let bytes = crate::checkpoint::widen_f16(bytes, source)?;
-        let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        let mut store = store
             .with_from_adapter(PyTorchToBurnAdapter)
-            .with_regex(r"^(heads\.|log_vars)")
             .validate(false)
             .allow_partial(true);
-        let result = model
+        let result = self
             .load_from(&mut store)
             .map_err(|e| fail(format!("cannot read tensors: {e}")))?;
         if let Some(e) = result.errors.first() {
@@ -306,16 +304,16 @@ impl MultiTaskModel {
             .missing
             .iter()
             .map(|(p, _)| p.as_str())
-            .filter(|p| p.starts_with("heads.") || p.starts_with("log_vars"))
+            .filter(|p| needed(p))
             .collect();
         if !missing.is_empty() {
             return Err(fail(format!(
-                "missing {} head tensor(s): {:?} (was it saved with other tasks?)",
+                "missing {} {what}: {:?} (was it saved with other tasks?)",
                 missing.len(),
                 &missing[..missing.len().min(5)]
             )));
         }
-        Ok(model)
+        Ok(result.unused)
     }
 }
 
@@ -422,16 +420,14 @@ pub(crate) mod tests {
             m.probabilities(t, &enc).try_into_vec_as::<f32>().unwrap()
         };
         let shared =
-            MultiTaskModel::with_heads(model.bert.clone(), spec.clone(), bytes.clone(), "m", &d)
-                .unwrap();
+            MultiTaskModel::with_heads(model.bert.clone(), spec.clone(), &bytes, "m", &d).unwrap();
         for t in 0..2 {
             assert_eq!(out(&model, t), out(&shared, t));
         }
         // Another encoder keeps its own weights: the file's encoder tensors are not read.
         let other_bert = config.init(&d);
         let on_other =
-            MultiTaskModel::with_heads(other_bert.clone(), spec.clone(), bytes.clone(), "m", &d)
-                .unwrap();
+            MultiTaskModel::with_heads(other_bert.clone(), spec.clone(), &bytes, "m", &d).unwrap();
         let emb = |b: &BertModel| -> Vec<f32> {
             b.embeddings
                 .word_embeddings
@@ -445,7 +441,7 @@ pub(crate) mod tests {
         // Heads of another label set: named.
         let mut spec3 = spec;
         spec3.tasks[1].labels.push("B-Y".into());
-        let e = MultiTaskModel::with_heads(model.bert.clone(), spec3, bytes, "m.safetensors", &d)
+        let e = MultiTaskModel::with_heads(model.bert.clone(), spec3, &bytes, "m.safetensors", &d)
             .unwrap_err();
         assert!(e.to_string().starts_with("m.safetensors: "), "{e}");
     }

@@ -218,7 +218,7 @@ pub fn predict(dir: &Path, texts: &[String], choice: BackendChoice) -> Result<()
         Some(MultiTaskModel::with_heads(
             encoder.model.clone(),
             spec,
-            weights,
+            &weights,
             &name("model.safetensors"),
             device,
         )?)

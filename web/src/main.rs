@@ -939,22 +939,22 @@ async fn load_bundle(
         ));
         files.insert(entry.name.clone(), bytes);
     }
-    let take = |name: &str| -> Result<Vec<u8>, String> {
+    let take = |name: &str| -> Result<&[u8], String> {
         files
             .get(name)
-            .cloned()
+            .map(Vec::as_slice)
             .ok_or_else(|| format!("{base}/manifest.json lists no {name}"))
     };
     let config =
-        String::from_utf8(take("config.json")?).map_err(|e| format!("config.json: {e}"))?;
-    let tokenizer = take("tokenizer.json")?;
+        std::str::from_utf8(take("config.json")?).map_err(|e| format!("config.json: {e}"))?;
+    let weights = take("model.safetensors")?;
     let (encoder, _) = SentenceEncoder::load(
         ModelFiles {
-            config_json: &config,
+            config_json: config,
             config_name: "config.json",
-            weights: take("model.safetensors")?,
+            weights: weights.to_vec(),
             weights_name: "model.safetensors",
-            tokenizer_json: &tokenizer,
+            tokenizer_json: take("tokenizer.json")?,
             tokenizer_name: "tokenizer.json",
         },
         device,
@@ -963,17 +963,16 @@ async fn load_bundle(
     let mut tasks = Vec::new();
     for t in &manifest.tasks {
         let name = format!("tasks/{t}.safetensors");
-        let bytes = take(&name)?;
-        tasks.push(load_task(&encoder.model, &bytes, &name).map_err(|e| e.to_string())?);
+        tasks.push(load_task(&encoder.model, take(&name)?, &name).map_err(|e| e.to_string())?);
     }
     let multitask = if manifest.multitask {
-        let spec: MultiTaskSpec = serde_json::from_slice(&take("tasks.json")?)
+        let spec: MultiTaskSpec = serde_json::from_slice(take("tasks.json")?)
             .map_err(|e| format!("tasks.json: not a task list: {e}"))?;
         Some(
             MultiTaskModel::with_heads(
                 encoder.model.clone(),
                 spec,
-                take("model.safetensors")?,
+                weights,
                 "model.safetensors",
                 device,
             )
