@@ -30,21 +30,30 @@ before(async () => {
 });
 after(() => site?.close());
 
-for (const mode of ['webgpu', 'cpu']) {
-  test(`page starts on the ${mode} backend from a sub-path`, async () => {
+// `?backend=` as a person would choose: nothing (the page picks), or WebGPU by hand.
+const STARTS = [
+  // A software WebGPU adapter is slower than the CPU backend: the page says so, runs on the
+  // CPU, and offers WebGPU.
+  { mode: 'webgpu', query: '', backend: 'cpu', says: /the WebGPU adapter is a software one \(.*swiftshader.*\)/ },
+  { mode: 'webgpu', query: '?backend=webgpu', backend: 'webgpu', says: /WebGPU \(burn wgpu\) on a software adapter/ },
+  { mode: 'cpu', query: '', backend: 'cpu', says: /this browser gives no WebGPU adapter/ },
+];
+for (const { mode, query, backend: want, says } of STARTS) {
+  test(`page starts from a sub-path: ${mode} browser, ${query || 'no choice'} -> ${want}`, async () => {
     const b = await launch(mode);
     try {
-      await b.page.goto(site.url);
+      await b.page.goto(site.url + query);
       await b.page.waitForFunction(
         () => !['starting…', ''].includes(document.querySelector('#status')?.textContent ?? ''),
         null, { timeout: 120_000 });
       const status = await b.page.textContent('#status');
       const backend = await b.page.getAttribute('#backend', 'data-backend');
-      await b.page.screenshot({ path: path.join(ARTIFACTS, `start-${mode}.png`) });
+      await b.page.screenshot({ path: path.join(ARTIFACTS, `start-${mode}-${want}.png`) });
       // Past the device check: the page goes on to load the model bundle.
       assert.ok(['loading the model…', 'ready', 'bundle failed'].includes(status),
         `status: ${status}; errors: ${b.errors.join('\n')}`);
-      assert.equal(backend, mode);
+      assert.equal(backend, want);
+      assert.match(await b.page.textContent('#backend'), says);
     } finally {
       await b.close();
     }

@@ -6,7 +6,8 @@
 // accuracy well above chance), finds it again after a reload (kept in localStorage), saves
 // it and loads it back with identical predictions, and shows clear messages for bad input
 // and a damaged bundle.
-// On both backends: WebGPU (software adapter) and CPU (no WebGPU).
+// On both backends: WebGPU (software adapter, asked for with ?backend=webgpu) and CPU (no
+// WebGPU); and a WebGPU device lost mid-run.
 // Needs POLYTASK_MODEL_DIR and a built core-train (cargo build) and site (trunk build).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -93,26 +94,15 @@ for (const mode of ['webgpu', 'cpu']) {
     const timings = {};
     try {
       let t0 = Date.now();
-      await b.page.goto(site.url);
+      // The page would pick the CPU over a software adapter; the test asks for WebGPU.
+      await b.page.goto(site.url + (mode === 'webgpu' ? '?backend=webgpu' : ''));
       assert.equal(await ready(b.page), 'ready', `errors: ${b.errors.join('\n')}; ${await b.page.textContent('#error')}`);
       assert.equal(await b.page.getAttribute('#backend', 'data-backend'), mode);
 
-      // Native and browser predictions of the bundled task agree. Chromium's software
-      // WebGPU may reject a kernel (a failed device aborts the wasm instance): the page
-      // must say so and run on the CPU after a reload.
+      // Native and browser predictions of the bundled tasks agree.
       for (const [i, s] of SENTENCES.entries()) {
-        let got = await predictions(b.page, s);
-        if (got.panic) {
-          assert.equal(mode, 'webgpu', got.panic);
-          assert.match(got.panic, /WebGPU failed: .*reload the page and it will run on the CPU/s);
-          timings.webgpu_failed_at_sentence = i + 1;
-          console.log(`# webgpu failure, as the page reports it: ${got.panic.slice(0, 2000)}`);
-          await b.page.reload();
-          assert.equal(await ready(b.page), 'ready');
-          assert.equal(await b.page.getAttribute('#backend', 'data-backend'), 'cpu');
-          assert.match(await b.page.textContent('#backend'), /WebGPU failed in this browser/);
-          got = await predictions(b.page, s);
-        }
+        const got = await predictions(b.page, s);
+        assert.ok(!got.panic, got.panic);
         if (i === 0) timings.first_prediction_s = (Date.now() - t0) / 1000;
         assert.deepEqual(got.map((x) => x.task).sort(), Object.keys(native[i].tasks).sort(), s);
         const close = (a, b, what) => assert.ok(Math.abs(a - b) < 1e-3, `${s}: ${what} ${a} vs ${b}`);
@@ -149,13 +139,17 @@ for (const mode of ['webgpu', 'cpu']) {
 
       // Teach the bundled 5-way 5-shot example task with adapters.
       await b.page.click('button.example[data-task="travel"]');
-      await b.page.selectOption('#mode', 'adapters');
+      // Adapters backpropagate through the top blocks: a software WebGPU adapter compiles
+      // all their kernels on the CPU (about 10 minutes here), so on WebGPU the test adapts
+      // the head (about 2 minutes); adapters are taught on the CPU backend.
+      const adaptMode = mode === 'webgpu' ? 'head' : 'adapters';
+      await b.page.selectOption('#mode', adaptMode);
       await b.page.fill('#steps', '10');
       t0 = Date.now();
       await b.page.click('#adapt');
       await b.page.waitForFunction(() => document.querySelector('#adapt-time').textContent !== ''
         || document.querySelector('#teach-msg').textContent !== '', null, { timeout: 1_200_000 });
-      timings.adapt_5way_5shot_s = (Date.now() - t0) / 1000;
+      timings[`adapt_5way_5shot_${adaptMode}_s`] = (Date.now() - t0) / 1000;
       timings.adapt_reported = await b.page.textContent('#adapt-time');
       assert.equal(await b.page.textContent('#teach-msg'), '', `errors: ${b.errors.join('\n')}`);
       const held = await b.page.textContent('#heldout-result');
@@ -188,7 +182,7 @@ for (const mode of ['webgpu', 'cpu']) {
         .find((x) => x.task === 'travel');
       assert.deepEqual(after, before);
       console.log(`# ${mode} timings: ${JSON.stringify(timings)}`);
-      if (!timings.webgpu_failed_at_sentence) assert.deepEqual(b.errors, []);
+      assert.deepEqual(b.errors, []);
     } finally {
       await b.close();
     }
@@ -201,6 +195,40 @@ test('a bundle that fails its checksum is reported in the page', { skip: SKIP, t
     await b.page.goto(`${site.url}?bundle=bundle-bad`);
     assert.equal(await ready(b.page), 'bundle failed');
     assert.match(await b.page.textContent('#error'), /bundle-bad\/tokenizer\.json: checksum mismatch/);
+  } finally {
+    await b.close();
+  }
+});
+
+test('a WebGPU device lost mid-run: the page says so and goes on on the CPU', { skip: SKIP, timeout: 1_200_000 }, async () => {
+  const b = await launch('webgpu');
+  b.page.setDefaultTimeout(600_000);
+  try {
+    // Keep a handle on every device the page creates, to lose it at will.
+    await b.page.addInitScript(() => {
+      const requestDevice = GPUAdapter.prototype.requestDevice;
+      GPUAdapter.prototype.requestDevice = async function (d) {
+        const device = await requestDevice.call(this, d);
+        (window.testDevices ??= []).push(device);
+        return device;
+      };
+    });
+    await b.page.goto(`${site.url}?backend=webgpu`);
+    assert.equal(await ready(b.page), 'ready');
+    assert.equal(await b.page.getAttribute('#backend', 'data-backend'), 'webgpu');
+    // Lost while a prediction is under way.
+    await b.page.fill('#try-text', SENTENCES[0]);
+    await b.page.click('#try-btn');
+    await b.page.evaluate(() => window.testDevices.forEach((d) => d.destroy()));
+    await b.page.waitForFunction(() => document.querySelector('#backend')?.dataset.backend === 'cpu');
+    assert.equal(await ready(b.page), 'ready');
+    assert.match(await b.page.textContent('#backend'),
+      /CPU in wasm .*WebGPU failed in this browser \(the device was lost: destroyed: .*\); "Try WebGPU" tries it again/);
+    // The page works on, on the CPU, and predicts what the native binary predicts.
+    const got = await predictions(b.page, SENTENCES[0]);
+    assert.ok(!got.panic, got.panic);
+    assert.equal(got.find((x) => x.task === 'intent').label, native[0].tasks.intent.label);
+    assert.equal(await b.page.textContent('#panic'), '');
   } finally {
     await b.close();
   }

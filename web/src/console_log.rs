@@ -1,7 +1,7 @@
-//! Warnings and errors logged by the libraries (the `log` crate) go to the browser console,
-//! and the last error is kept for the page: on wasm, cubecl reports a WebGPU shader that
-//! fails to compile only through `log::error!` before the device is lost, so without this
-//! the reason never reaches anyone.
+//! Warnings and errors logged by the libraries (the `log` crate; more with `?log=info` in
+//! the page's address) go to the browser console, and the last error is kept for the page:
+//! on wasm, cubecl reports a WebGPU shader that fails to compile only through `log::error!`
+//! before the device is lost, so without this the reason never reaches anyone.
 
 use std::cell::RefCell;
 
@@ -15,10 +15,11 @@ thread_local! {
     static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// Installs the logger (warnings and errors only); a second call does nothing.
-pub fn init() {
+/// Installs the logger at `level` (the page passes warnings and errors, or what `?log=LEVEL`
+/// in its address asks for: `info`, `debug`, `trace`); a second call does nothing.
+pub fn init(level: log::LevelFilter) {
     if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(log::LevelFilter::Warn);
+        log::set_max_level(level);
     }
 }
 
@@ -27,7 +28,7 @@ pub fn last_error() -> Option<String> {
     LAST_ERROR.with(|e| e.borrow().clone())
 }
 
-/// `console.error` / `console.warn` through `Reflect` (no extra web-sys features).
+/// `console.error` / `.warn` / `.log` through `Reflect` (no extra web-sys features).
 fn console(method: &str, text: &str) {
     let global = js_sys::global();
     if let Ok(console) = js_sys::Reflect::get(&global, &"console".into())
@@ -40,7 +41,7 @@ fn console(method: &str, text: &str) {
 
 impl log::Log for ConsoleLog {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::Level::Warn
+        metadata.level() <= log::max_level()
     }
 
     fn log(&self, record: &log::Record) {
@@ -51,8 +52,10 @@ impl log::Log for ConsoleLog {
         if record.level() == log::Level::Error {
             console("error", &text);
             LAST_ERROR.with(|e| *e.borrow_mut() = Some(text));
-        } else {
+        } else if record.level() == log::Level::Warn {
             console("warn", &text);
+        } else {
+            console("log", &text);
         }
     }
 

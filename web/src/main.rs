@@ -1,9 +1,9 @@
 //! Polytask in the browser: a Leptos CSR app on the same core as the native binary.
 //!
-//! The page brings up a burn device (WebGPU when the browser gives an adapter, else the CPU
-//! backend compiled to wasm; the user can switch), loads a model bundle (`core-train
-//! export`, served beside the page under `bundle/`, or `?bundle=PATH`) with a progress bar
-//! and checksums, and then:
+//! The page brings up a burn device (WebGPU on a hardware adapter, else the CPU backend
+//! compiled to wasm; the user can switch, and `?backend=webgpu|cpu` chooses at load), loads
+//! a model bundle (`core-train export`, served beside the page under `bundle/`, or
+//! `?bundle=PATH`) with a progress bar and checksums, and then:
 //! - **Try it**: each bundled task's prediction for a sentence: the label and confidences of
 //!   sentence tasks, the entities of token tasks highlighted in the text;
 //! - **Teach a new task**: labels and a few examples each, adapted in the page one step at
@@ -27,6 +27,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+mod adapter;
 mod bundle;
 mod console_log;
 mod examples;
@@ -37,55 +38,101 @@ mod exports;
 struct Backend {
     label: String,
     detail: String,
+    /// A software WebGPU adapter (compiles kernels for minutes): the watchdog waits longer.
+    software: bool,
 }
 
-/// WebGPU when an adapter is given (and not refused by `prefer_cpu`), else burn's CPU
-/// backend in wasm.
-async fn init_device(prefer_cpu: bool) -> (Device, Backend) {
-    if !prefer_cpu && let Some(why) = webgpu_failure() {
+impl Backend {
+    fn cpu(detail: String) -> Self {
+        Backend {
+            label: "cpu".into(),
+            detail: format!("CPU in wasm (burn flex){detail}"),
+            software: false,
+        }
+    }
+
+    /// How long the watchdog waits on one operation; `None` on the CPU.
+    fn patience_s(&self) -> Option<u32> {
+        (self.label == "webgpu").then_some(if self.software {
+            WEBGPU_SOFTWARE_PATIENCE_S
+        } else {
+            WEBGPU_PATIENCE_S
+        })
+    }
+}
+
+/// The backend asked for: by the page (`Auto`), by the user's switch, or by `?backend=`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Choice {
+    /// WebGPU on a hardware adapter that has what burn's kernels need, else the CPU.
+    Auto,
+    Cpu,
+    /// WebGPU whenever the browser can give it, even a software adapter.
+    WebGpu,
+}
+
+/// Brings up the device for `choice`. `Auto` takes WebGPU only on a hardware adapter that
+/// offers `subgroups` and has not failed in this browser before; otherwise burn's CPU
+/// backend in wasm, saying why.
+async fn init_device(choice: Choice) -> (Device, Backend) {
+    if choice == Choice::Cpu {
+        return (Device::flex(), Backend::cpu(", chosen by the user".into()));
+    }
+    if choice == Choice::Auto
+        && let Some(why) = webgpu_failure()
+    {
         return (
             Device::flex(),
-            Backend {
-                label: "cpu".into(),
-                detail: format!(
-                    "CPU in wasm (burn flex): WebGPU failed in this browser ({why}); \
-                     \"Try WebGPU\" tries it again"
-                ),
-            },
+            Backend::cpu(format!(
+                ": WebGPU failed in this browser ({why}); \"Try WebGPU\" tries it again"
+            )),
         );
     }
-    if prefer_cpu {
+    let Some(facts) = adapter::adapter().await else {
         return (
             Device::flex(),
-            Backend {
-                label: "cpu".into(),
-                detail: "CPU in wasm (burn flex), chosen by the user".into(),
-            },
+            Backend::cpu("; this browser gives no WebGPU adapter".into()),
+        );
+    };
+    if !facts.subgroups {
+        return (
+            Device::flex(),
+            Backend::cpu(format!(
+                "; this browser's WebGPU adapter ({}) lacks the 'subgroups' feature that \
+                 burn's WebGPU kernels need",
+                facts.name
+            )),
         );
     }
+    if choice == Choice::Auto && facts.software {
+        return (
+            Device::flex(),
+            Backend::cpu(format!(
+                ": the WebGPU adapter is a software one ({}), slower than the CPU backend; \
+                 \"Try WebGPU\" uses it anyway",
+                facts.name
+            )),
+        );
+    }
+    // burn's WebGPU kernels need the adapter's `subgroups` feature (see `adapter.rs`).
+    adapter::request_subgroups();
     match Device::wgpu_options().init_async().await {
         Ok(device) => (
             device,
             Backend {
                 label: "webgpu".into(),
-                detail: "WebGPU (burn wgpu)".into(),
+                detail: if facts.software {
+                    format!("WebGPU (burn wgpu) on a software adapter ({})", facts.name)
+                } else {
+                    format!("WebGPU (burn wgpu) on {}", facts.name)
+                },
+                software: facts.software,
             },
         ),
-        Err(e) => {
-            let e = e.to_string();
-            let why = if e.contains("No adapter") || e.contains("no adapters") {
-                "this browser gives no WebGPU adapter".to_string()
-            } else {
-                format!("WebGPU unavailable: {e}")
-            };
-            (
-                Device::flex(),
-                Backend {
-                    label: "cpu".into(),
-                    detail: format!("CPU in wasm (burn flex); {why}"),
-                },
-            )
-        }
+        Err(e) => (
+            Device::flex(),
+            Backend::cpu(format!("; WebGPU unavailable: {e}")),
+        ),
     }
 }
 
@@ -117,6 +164,15 @@ fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
+/// `?NAME=VALUE` in the page's address (`bundle`, `backend`, `log`).
+fn query_param(name: &str) -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    search
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
+}
+
 /// Where the page remembers that WebGPU failed in this browser (a failing WebGPU device
 /// aborts the wasm instance, so the fallback to the CPU happens on the next load).
 const WEBGPU_FAILED: &str = "polytask-webgpu-failed";
@@ -138,10 +194,13 @@ fn webgpu_failure() -> Option<String> {
     storage_call("getItem", &[WEBGPU_FAILED]).and_then(|v| v.as_string())
 }
 
-/// How long one operation may leave WebGPU without an answer before the page gives up on it.
-/// Software adapters compile every kernel on first use (2–4 minutes for the first forward
-/// pass on SwiftShader); a GPU answers in seconds.
+/// How long one operation may leave WebGPU without an answer before the page gives up on it:
+/// a GPU compiles a kernel in well under a second and the first forward pass in seconds.
 const WEBGPU_PATIENCE_S: u32 = 400;
+
+/// The same on a software adapter (SwiftShader), which the user chose: it compiles every
+/// kernel on the CPU, and the kernels of a first adaptation take many minutes.
+const WEBGPU_SOFTWARE_PATIENCE_S: u32 = 1800;
 
 /// Shows a problem in the page's `#panic` box.
 fn show_problem(message: &str) {
@@ -161,19 +220,27 @@ fn webgpu_failed_message(why: &str) -> String {
     )
 }
 
+thread_local! {
+    /// Counts the devices the page has started; a watchdog only speaks for its own device.
+    static GENERATION: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// Guards one operation on WebGPU: a device that stops answering (a lost device does not
-/// always panic) is reported like a failed one after [`WEBGPU_PATIENCE_S`], and the next
+/// always panic) is reported like a failed one after [`WEBGPU_PATIENCE_S`] (software
+/// adapters: [`WEBGPU_SOFTWARE_PATIENCE_S`]), and the next
 /// load runs on the CPU. Dropping the guard marks the operation finished.
 struct Watchdog(Rc<std::cell::Cell<bool>>);
 
 impl Watchdog {
-    fn arm(webgpu: bool, what: &'static str) -> Self {
-        let done = Rc::new(std::cell::Cell::new(!webgpu));
-        if webgpu {
+    /// `patience_s`: [`Backend::patience_s`] (`None`: nothing to watch).
+    fn arm(patience_s: Option<u32>, what: &'static str) -> Self {
+        let done = Rc::new(std::cell::Cell::new(patience_s.is_none()));
+        if let Some(patience_s) = patience_s {
             let done = done.clone();
+            let generation = GENERATION.get();
             let fire = Closure::once_into_js(move || {
-                if !done.get() {
-                    let why = format!("no answer for {WEBGPU_PATIENCE_S} s during {what}");
+                if !done.get() && generation == GENERATION.get() {
+                    let why = format!("no answer for {patience_s} s during {what}");
                     storage_call("setItem", &[WEBGPU_FAILED, &why]);
                     show_problem(&webgpu_failed_message(&why));
                 }
@@ -181,7 +248,7 @@ impl Watchdog {
             if let Some(w) = web_sys::window() {
                 let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(
                     fire.unchecked_ref(),
-                    (WEBGPU_PATIENCE_S * 1000) as i32,
+                    (patience_s * 1000) as i32,
                 );
             }
         }
@@ -440,26 +507,19 @@ fn App() -> impl IntoView {
     let (taught_name, set_taught_name) = signal(String::new());
     let (classify_text, set_classify_text) = signal(String::new());
 
-    let bundle_base = {
-        let search = web_sys::window()
-            .and_then(|w| w.location().search().ok())
-            .unwrap_or_default();
-        search
-            .trim_start_matches('?')
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("bundle="))
-            .map(|s| s.trim_end_matches('/').to_string())
-            .unwrap_or_else(|| "bundle".to_string())
-    };
+    let bundle_base = query_param("bundle")
+        .map(|s| s.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| "bundle".to_string());
 
     // Start (or restart on another backend): device, check, bundle.
-    let start = move |prefer_cpu: bool| {
+    let start = move |choice: Choice| {
         let bundle_base = bundle_base.clone();
         spawn_local(async move {
             set_status.set("starting…".into());
             set_error.set(String::new());
-            let (device, b) = init_device(prefer_cpu).await;
-            let guard = Watchdog::arm(b.label == "webgpu", "the device check");
+            GENERATION.set(GENERATION.get() + 1);
+            let (device, b) = init_device(choice).await;
+            let guard = Watchdog::arm(b.patience_s(), "the device check");
             set_backend.set(Some(b));
             let checked = check(&device).await;
             drop(guard);
@@ -526,7 +586,28 @@ fn App() -> impl IntoView {
             }
         });
     };
-    start(false);
+    start(match query_param("backend").as_deref() {
+        Some("webgpu") => Choice::WebGpu,
+        Some("cpu") => Choice::Cpu,
+        _ => Choice::Auto,
+    });
+
+    // A lost WebGPU device: say so and carry on on the CPU, with the task kept in this
+    // browser (the taught task's weights were on the lost device).
+    let restart = start.clone();
+    adapter::on_device_lost(move |why| {
+        if backend.get_untracked().is_none_or(|b| b.label != "webgpu") {
+            return;
+        }
+        storage_call(
+            "setItem",
+            &[WEBGPU_FAILED, &format!("the device was lost: {why}")],
+        );
+        taught.set_value(None);
+        *loaded.get_value().borrow_mut() = None;
+        set_busy.set(false);
+        restart(Choice::Auto);
+    });
 
     let on_switch = move |_| {
         let to_cpu = backend.get_untracked().is_some_and(|b| b.label == "webgpu");
@@ -534,14 +615,14 @@ fn App() -> impl IntoView {
             storage_call("removeItem", &[WEBGPU_FAILED]);
         }
         *loaded.get_value().borrow_mut() = None;
-        start(to_cpu);
+        start(if to_cpu { Choice::Cpu } else { Choice::WebGpu });
     };
 
-    let on_webgpu = move || backend.get_untracked().is_some_and(|b| b.label == "webgpu");
+    let patience = move || backend.get_untracked().and_then(|b| b.patience_s());
 
     let on_try = move |_| {
         let text = try_text.get_untracked();
-        let guard = Watchdog::arm(on_webgpu(), "a prediction");
+        let guard = Watchdog::arm(patience(), "a prediction");
         spawn_local(async move {
             let result = predict_all(&loaded.get_value(), &text).await;
             drop(guard);
@@ -622,7 +703,7 @@ fn App() -> impl IntoView {
         set_losses.set(Vec::new());
         set_heldout_result.set(String::new());
         set_adapt_time.set(String::new());
-        let guard = Watchdog::arm(on_webgpu(), "the adaptation");
+        let guard = Watchdog::arm(patience(), "the adaptation");
         spawn_local(async move {
             let result = teach(
                 &loaded.get_value(),
@@ -668,7 +749,7 @@ fn App() -> impl IntoView {
     let on_classify = move |_| {
         let text = classify_text.get_untracked();
         let name = taught_name.get_untracked();
-        let guard = Watchdog::arm(on_webgpu(), "a prediction");
+        let guard = Watchdog::arm(patience(), "a prediction");
         spawn_local(async move {
             let result = predict_all(&loaded.get_value(), &text).await;
             drop(guard);
@@ -1144,7 +1225,11 @@ fn download(name: &str, bytes: &[u8]) -> Result<(), String> {
 fn main() {
     // Rust panics are shown in the page, not only in the console. A failing WebGPU device
     // is remembered so that the next load runs on the CPU.
-    console_log::init();
+    console_log::init(
+        query_param("log")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(log::LevelFilter::Warn),
+    );
     std::panic::set_hook(Box::new(|info| {
         console_error_panic_hook::hook(info);
         let mut text = info.to_string();
