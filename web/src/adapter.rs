@@ -5,7 +5,7 @@
 //! on a device created with the `subgroups` feature, but wgpu 30's WebGPU backend has no
 //! entry for `subgroups` in its feature table, so it never asks for it: Chromium then
 //! refuses the shader ("extension 'subgroups' is not allowed in the current environment")
-//! and the device is lost. Until wgpu maps the feature, [`request_subgroups`] wraps
+//! and the device is lost. Until wgpu maps the feature, [`install_webgpu_hooks`] wraps
 //! `GPUAdapter.requestDevice` so that every device the page creates asks for `subgroups`
 //! whenever its adapter offers it. Tint's uniformity analysis then still refuses the
 //! matmul kernel's `subgroupAdd` ("must only be called from subgroup uniform control
@@ -18,7 +18,7 @@
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(inline_js = r#"
-export function request_subgroups() {
+export function install_webgpu_hooks() {
   if (typeof GPUAdapter === 'undefined') return false;
   const proto = GPUAdapter.prototype;
   if (proto.__polytaskRequestsSubgroups) return true;
@@ -39,8 +39,9 @@ export function request_subgroups() {
   };
   proto.__polytaskRequestsSubgroups = true;
   // Tint cannot prove that cubecl's subgroup reductions run in subgroup-uniform control
-  // flow (their branches depend on the invocation's plane index, uniform by construction)
-  // and rejects them; the WGSL diagnostic turns that analysis off for these kernels.
+  // flow (the branch it flags depends on an invocation builtin that cubecl's matmul layout
+  // keeps equal across a subgroup) and rejects them; the WGSL diagnostic turns that analysis
+  // off for these kernels. The browser tests check the results against native ones.
   const device = GPUDevice.prototype;
   const createShaderModule = device.createShaderModule;
   device.createShaderModule = function (descriptor) {
@@ -68,9 +69,10 @@ export async function adapter_facts() {
 }
 "#)]
 extern "C" {
-    /// Makes every later `GPUAdapter.requestDevice` ask for `subgroups` when the adapter
-    /// offers it. Idempotent; `false` when the browser has no WebGPU at all.
-    pub fn request_subgroups() -> bool;
+    /// Wraps `GPUAdapter.requestDevice` (ask for `subgroups` when the adapter offers it;
+    /// report a lost device to [`on_device_lost`]) and `GPUDevice.createShaderModule` (the
+    /// uniformity diagnostic). Idempotent; `false` when the browser has no WebGPU at all.
+    pub fn install_webgpu_hooks() -> bool;
 
     #[wasm_bindgen(catch)]
     async fn adapter_facts() -> Result<JsValue, JsValue>;

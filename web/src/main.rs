@@ -115,7 +115,7 @@ async fn init_device(choice: Choice) -> (Device, Backend) {
         );
     }
     // burn's WebGPU kernels need the adapter's `subgroups` feature (see `adapter.rs`).
-    adapter::request_subgroups();
+    adapter::install_webgpu_hooks();
     match Device::wgpu_options().init_async().await {
         Ok(device) => (
             device,
