@@ -138,20 +138,21 @@ pub fn token_output(
     }
 }
 
-/// The best class of each row of row-major `[rows, classes]` probabilities, with its
-/// probability.
-pub fn argmax_rows(probs: &[f32], classes: usize) -> Vec<(usize, f32)> {
-    probs
-        .chunks(classes.max(1))
-        .map(|row| {
-            row.iter()
-                .copied()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, p)| {
-                    if p > best.1 { (i, p) } else { best }
-                })
+/// The best class of one row of probabilities and its probability: the first of equal
+/// maxima; NaN never wins; `(0, -inf)` for an empty row.
+pub fn argmax(row: &[f32]) -> (usize, f32) {
+    row.iter()
+        .copied()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, p)| {
+            if p > best.1 { (i, p) } else { best }
         })
-        .collect()
+}
+
+/// The best class of each row of row-major `[rows, classes]` probabilities, with its
+/// probability ([`argmax`] of each row).
+pub fn argmax_rows(probs: &[f32], classes: usize) -> Vec<(usize, f32)> {
+    probs.chunks(classes.max(1)).map(argmax).collect()
 }
 
 /// Task `task`'s output for one text, from the probabilities that
@@ -278,6 +279,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn argmax_keeps_the_first_of_equal_maxima_and_skips_nan() {
+        assert_eq!(argmax(&[0.25, 0.5, 0.5, 0.0]), (1, 0.5));
+        assert_eq!(argmax(&[f32::NAN, 0.1, 0.9]), (2, 0.9));
+        assert_eq!(argmax(&[]), (0, f32::NEG_INFINITY));
     }
 
     #[test]

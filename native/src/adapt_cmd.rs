@@ -376,9 +376,7 @@ pub fn load_task_model(
 /// A task's prediction from its class probabilities `p`: the label, its confidence and
 /// every label's probability.
 pub fn prediction_json(labels: &[String], p: &[f32]) -> serde_json::Value {
-    let best = (0..p.len())
-        .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-        .unwrap_or(0);
+    let (best, _) = polytask_core::predict::argmax(p);
     let all: serde_json::Map<String, serde_json::Value> = labels
         .iter()
         .zip(p)

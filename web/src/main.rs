@@ -401,9 +401,7 @@ async fn predict_all(
     }
     for (model, meta) in &tasks {
         let p = read_f32(model.probabilities(BertInput::from_batch(&batch, &device))).await?;
-        let best = (0..p.len())
-            .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-            .unwrap_or(0);
+        let (best, _) = polytask_core::predict::argmax(&p);
         out.push(Prediction {
             task: meta.name.clone(),
             label: meta.labels[best].clone(),
