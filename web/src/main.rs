@@ -173,8 +173,9 @@ fn query_param(name: &str) -> Option<String> {
         .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
 }
 
-/// Where the page remembers that WebGPU failed in this browser (a failing WebGPU device
-/// aborts the wasm instance, so the fallback to the CPU happens on the next load).
+/// Where the page remembers that WebGPU failed in this browser: a lost device switches the
+/// page to the CPU at once, but a kernel error aborts the wasm instance, so that fallback
+/// happens on the next load.
 const WEBGPU_FAILED: &str = "polytask-webgpu-failed";
 
 /// `localStorage` through `Reflect` (keeps web-sys features, and with them the build,
