@@ -412,3 +412,90 @@ fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
         assert!(o.status.success(), "{}", text(&o));
     }
 }
+
+#[test]
+fn out_of_scope_threshold_is_fitted_on_dev_and_applied_to_test() {
+    // CLINC150 from the mirror, a few hundred queries, on the tiny model: this checks the
+    // plumbing (fit on dev, apply the same threshold to test, in `train` and in `eval`),
+    // not the quality of the threshold.
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(&dir.path().join("model"));
+    let recipe = dir.path().join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        r#"name = "tiny-clinc"
+[model]
+path = "model"
+max_len = 16
+[train]
+epochs = 1
+batch_size = 16
+lr = 3e-3
+eval_batch_size = 64
+[[task]]
+name = "clinc"
+dataset = "clinc150"
+include_oos = true
+max_train = 1500
+max_eval = 400
+"#,
+    )
+    .unwrap();
+    let mirror = common::mirror();
+    let data = dir.path().join("data");
+    let out = dir.path().join("run");
+    let o = train(
+        &recipe,
+        &out,
+        &[
+            "--mirror",
+            mirror.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let (dev, test) = (&results["dev"]["clinc"], &results["test"]["clinc"]);
+    let t = dev["oos_threshold"]
+        .as_f64()
+        .expect("a threshold fitted on dev");
+    assert_eq!(
+        test["oos_threshold"].as_f64(),
+        Some(t),
+        "test applies dev's"
+    );
+    // The fit starts from no threshold, so on dev it can only do as well or better.
+    let (raw, at) = (
+        dev["accuracy"].as_f64().unwrap(),
+        dev["accuracy_at_threshold"].as_f64().unwrap(),
+    );
+    assert!(at >= raw, "dev accuracy {raw} → {at} at threshold {t}");
+    for key in ["in_scope_accuracy_at_threshold", "oos_recall_at_threshold"] {
+        assert!(test[key].as_f64().is_some(), "{key} in {test}");
+    }
+    assert!(text(&o).contains("oos_recall_at_threshold"), "{}", text(&o));
+    // `eval --split test` fits on dev first and gives the same numbers.
+    let o = run(&[
+        "eval",
+        out.join("best").to_str().unwrap(),
+        "--split",
+        "test",
+        "--backend",
+        "cpu",
+        "--json",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let scores: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in [
+        "oos_threshold",
+        "in_scope_accuracy_at_threshold",
+        "oos_recall_at_threshold",
+        "accuracy_at_threshold",
+    ] {
+        assert_eq!(scores["clinc"][key], test[key], "{key}");
+    }
+}

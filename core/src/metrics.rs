@@ -387,6 +387,58 @@ pub fn oos_report(gold: &[usize], pred: &[usize], oos_label: usize) -> OosReport
     }
 }
 
+/// Predictions with a confidence threshold for out-of-scope detection: a query whose best
+/// class has probability below `threshold` is predicted `oos_label` (Larson et al., 2019,
+/// thresholded baselines). `threshold = 0` keeps the argmax.
+pub fn apply_oos_threshold(pred: &[(usize, f32)], oos_label: usize, threshold: f32) -> Vec<usize> {
+    pred.iter()
+        .map(|&(label, p)| if p < threshold { oos_label } else { label })
+        .collect()
+}
+
+/// The out-of-scope threshold that maximises accuracy over all of `gold` (in-scope queries
+/// right, out-of-scope queries flagged), for [`apply_oos_threshold`]; fit it on dev, apply
+/// it to test. Returns the threshold (midway between the last confidence flagged and the
+/// next one; 0 when flagging never helps) and the report at that threshold. Of equally
+/// good thresholds the lowest wins.
+///
+/// # Panics
+/// If `gold` and `pred` differ in length.
+pub fn fit_oos_threshold(
+    gold: &[usize],
+    pred: &[(usize, f32)],
+    oos_label: usize,
+) -> (f32, OosReport) {
+    assert_eq!(gold.len(), pred.len(), "fit_oos_threshold: lengths differ");
+    let mut order: Vec<usize> = (0..pred.len()).collect();
+    order.sort_by(|&a, &b| pred[a].1.total_cmp(&pred[b].1));
+    // Flagging query i changes the number right by `after - before`.
+    let gain = |i: usize| -> i64 {
+        let before = pred[i].0 == gold[i];
+        let after = gold[i] == oos_label;
+        after as i64 - before as i64
+    };
+    let (mut best, mut best_k, mut sum, mut k) = (0i64, 0usize, 0i64, 0usize);
+    while k < order.len() {
+        // Queries of equal confidence are flagged together.
+        let c = pred[order[k]].1;
+        while k < order.len() && pred[order[k]].1 == c {
+            sum += gain(order[k]);
+            k += 1;
+        }
+        if sum > best {
+            (best, best_k) = (sum, k);
+        }
+    }
+    let threshold = match best_k {
+        0 => 0.0,
+        k if k == order.len() => f32::MAX,
+        k => 0.5 * (pred[order[k - 1]].1 + pred[order[k]].1),
+    };
+    let flagged = apply_oos_threshold(pred, oos_label, threshold);
+    (threshold, oos_report(gold, &flagged, oos_label))
+}
+
 // ---------------------------------------------------------------------------------------
 // Spread over runs
 // ---------------------------------------------------------------------------------------
@@ -671,6 +723,45 @@ mod tests {
         close(r.oos_recall, 2.0 / 3.0);
         // predicted oos: positions 1, 2, 4, 5 -> 4, of which 2 are gold oos -> 1/2
         close(r.oos_precision, 0.5);
+    }
+
+    #[test]
+    fn oos_threshold_flags_the_low_confidence_queries_that_pay() {
+        // oos = 2. Sorted by confidence: q2 (0.30, gold oos, predicted 0: flagging gains 1),
+        // q1 (0.40, right: flagging loses 1), q4 (0.50, gold oos, predicted 1: gains 1),
+        // q0 (0.90, right), q3 (0.95, right). Best: flag q2 alone (+1), or q2, q1, q4 (+1):
+        // the lower threshold wins, midway between 0.30 and 0.40.
+        let gold = [0, 1, 2, 0, 2];
+        let pred = [(0, 0.9), (1, 0.4), (0, 0.3), (0, 0.95), (1, 0.5)];
+        let (t, r) = fit_oos_threshold(&gold, &pred, 2);
+        assert!((t - 0.35).abs() < 1e-6, "{t}");
+        assert_eq!(apply_oos_threshold(&pred, 2, t), vec![0, 1, 2, 0, 1]);
+        close(r.in_scope_accuracy, 1.0);
+        close(r.oos_recall, 0.5);
+        close(r.oos_precision, 1.0);
+        // One more out-of-scope query at 0.45 makes flagging up to 0.5 worth +2.
+        let gold = [0, 1, 2, 0, 2, 2];
+        let pred = [(0, 0.9), (1, 0.4), (0, 0.3), (0, 0.95), (1, 0.5), (0, 0.45)];
+        let (t, r) = fit_oos_threshold(&gold, &pred, 2);
+        assert!((t - 0.7).abs() < 1e-6, "{t}");
+        close(r.oos_recall, 1.0);
+        close(r.in_scope_accuracy, 2.0 / 3.0);
+    }
+
+    #[test]
+    fn oos_threshold_is_zero_when_flagging_never_helps() {
+        // Every query right, ties included: flagging only loses.
+        let gold = [0, 2, 1];
+        let pred = [(0, 0.5), (2, 0.5), (1, 0.9)];
+        let (t, r) = fit_oos_threshold(&gold, &pred, 2);
+        assert_eq!(t, 0.0);
+        assert_eq!(apply_oos_threshold(&pred, 2, t), vec![0, 2, 1]);
+        close(r.in_scope_accuracy, 1.0);
+        close(r.oos_recall, 1.0);
+        // Equal confidences move together: flagging both 0.5s gains 1 - 1 = 0, so no flag.
+        let gold = [2, 0, 1];
+        let pred = [(0, 0.5), (0, 0.5), (1, 0.9)];
+        assert_eq!(fit_oos_threshold(&gold, &pred, 2).0, 0.0);
     }
 
     #[test]

@@ -55,6 +55,28 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let sources = load_sources(&recipe, &args.data)?;
     let data = encode_sources(&sources, &saved.model.spec, &tokenizer)?;
     let test = args.split == Split::Test;
+    // Out-of-scope thresholds are fitted on dev, so test scoring of such a task scores dev
+    // first.
+    let has_oos = saved
+        .model
+        .spec
+        .tasks
+        .iter()
+        .any(|t| t.out_of_scope.is_some());
+    let fitted = if test && has_oos {
+        eprintln!("fitting the out-of-scope threshold on dev first");
+        Some(score_split(
+            &saved.model,
+            &data,
+            false,
+            args.batch_size,
+            tokenizer.pad_id(),
+            &selected.device,
+            None,
+        )?)
+    } else {
+        None
+    };
     let scores = score_split(
         &saved.model,
         &data,
@@ -62,6 +84,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         args.batch_size,
         tokenizer.pad_id(),
         &selected.device,
+        fitted.as_ref(),
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&scores)?);

@@ -9,7 +9,9 @@ use anyhow::{Result, bail};
 use burn::tensor::Device;
 use polytask_core::Tokenizer;
 use polytask_core::features::Encoded;
-use polytask_core::metrics::{classification_report, entity_report, oos_report};
+use polytask_core::metrics::{
+    apply_oos_threshold, classification_report, entity_report, fit_oos_threshold, oos_report,
+};
 use polytask_core::multitask::MultiTaskModel;
 use polytask_core::task::{TaskKind, TaskSpec};
 use polytask_core::trainer::{TaskPredictions, predict};
@@ -78,6 +80,11 @@ pub fn main_metric(spec: &TaskSpec) -> &'static str {
 }
 
 /// Scores `tasks` of one corpus on `items` (encoded with their gold targets).
+///
+/// A task with an out-of-scope class is also scored with a confidence threshold (a query
+/// whose best class has probability below it counts as out of scope): `oos_threshold` and
+/// the `*_at_threshold` metrics. The threshold comes from `fitted`, the scores of the same
+/// tasks on dev, or, without them, is fitted on `items` (the one that maximises accuracy).
 pub fn score(
     model: &MultiTaskModel,
     items: &[Encoded],
@@ -85,6 +92,7 @@ pub fn score(
     batch_size: usize,
     pad_id: u32,
     device: &Device,
+    fitted: Option<&BTreeMap<String, Value>>,
 ) -> Result<BTreeMap<String, Value>> {
     let preds = predict(model, items, tasks, batch_size, pad_id, device)?;
     let mut out = BTreeMap::new();
@@ -104,6 +112,21 @@ pub fn score(
                     v["in_scope_accuracy"] = json!(o.in_scope_accuracy);
                     v["oos_recall"] = json!(o.oos_recall);
                     v["oos_precision"] = json!(o.oos_precision);
+                    let threshold = match fitted {
+                        Some(f) => match metric(f, &spec.name, "oos_threshold") {
+                            Some(t) => t as f32,
+                            None => bail!("no out-of-scope threshold for task {:?}", spec.name),
+                        },
+                        None => fit_oos_threshold(&gold, &p, oos).0,
+                    };
+                    let flagged = apply_oos_threshold(&p, oos, threshold);
+                    let o = oos_report(&gold, &flagged, oos);
+                    let right = gold.iter().zip(&flagged).filter(|(g, p)| g == p).count();
+                    v["oos_threshold"] = json!(threshold);
+                    v["in_scope_accuracy_at_threshold"] = json!(o.in_scope_accuracy);
+                    v["oos_recall_at_threshold"] = json!(o.oos_recall);
+                    v["oos_precision_at_threshold"] = json!(o.oos_precision);
+                    v["accuracy_at_threshold"] = json!(right as f64 / gold.len().max(1) as f64);
                 }
                 v
             }
@@ -161,7 +184,16 @@ pub fn table(columns: &[(&str, &BTreeMap<String, Value>)]) -> String {
         let metrics: Vec<&str> = match v.get("kind").and_then(Value::as_str) {
             Some("token") => vec!["f1", "precision", "recall"],
             _ if v.get("in_scope_accuracy").is_some() => {
-                vec!["in_scope_accuracy", "oos_recall", "accuracy", "macro_f1"]
+                vec![
+                    "in_scope_accuracy",
+                    "oos_recall",
+                    "accuracy",
+                    "macro_f1",
+                    "oos_threshold",
+                    "in_scope_accuracy_at_threshold",
+                    "oos_recall_at_threshold",
+                    "accuracy_at_threshold",
+                ]
             }
             _ => vec!["accuracy", "macro_f1"],
         };

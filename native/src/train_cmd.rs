@@ -230,7 +230,8 @@ pub fn encode_sources(
         .collect()
 }
 
-/// Scores `model` on the dev or test split of every corpus.
+/// Scores `model` on the dev or test split of every corpus. `fitted`: dev scores whose
+/// out-of-scope thresholds to apply (see [`evaluate::score`]).
 pub fn score_split(
     model: &MultiTaskModel,
     sources: &[EncodedSource],
@@ -238,6 +239,7 @@ pub fn score_split(
     batch_size: usize,
     pad_id: u32,
     device: &Device,
+    fitted: Option<&BTreeMap<String, Value>>,
 ) -> Result<BTreeMap<String, Value>> {
     let mut all = BTreeMap::new();
     for s in sources {
@@ -246,7 +248,7 @@ pub fn score_split(
             continue;
         }
         all.extend(evaluate::score(
-            model, items, &s.tasks, batch_size, pad_id, device,
+            model, items, &s.tasks, batch_size, pad_id, device, fitted,
         )?);
     }
     Ok(all)
@@ -602,6 +604,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 t.eval_batch_size,
                 pad,
                 &base_device,
+                None,
             )?;
             let selected_value = evaluate::select(&scores, &t.select_metric);
             append_line(
@@ -660,7 +663,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         t.eval_batch_size,
         pad,
         &base_device,
+        None,
     )?;
+    // Out-of-scope thresholds are fitted on dev and applied to test.
     let test = score_split(
         &saved.model,
         &data,
@@ -668,6 +673,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         t.eval_batch_size,
         pad,
         &base_device,
+        Some(&dev),
     )?;
     let results = json!({
         "recipe": recipe.name, "checkpoint": best, "best_step": state.best.map(|b| b.1),
