@@ -476,10 +476,12 @@ max_eval = 400
         assert!(test[key].as_f64().is_some(), "{key} in {test}");
     }
     assert!(text(&o).contains("oos_recall_at_threshold"), "{}", text(&o));
-    // `eval --split test` fits on dev first and gives the same numbers.
+    // `eval --split test` applies the saved threshold and gives the same numbers.
+    let best = out.join("best");
+    let best_dir = best.to_str().unwrap();
     let o = run(&[
         "eval",
-        out.join("best").to_str().unwrap(),
+        best_dir,
         "--split",
         "test",
         "--backend",
@@ -498,4 +500,41 @@ max_eval = 400
     ] {
         assert_eq!(scores["clinc"][key], test[key], "{key}");
     }
+    // The best checkpoint keeps the threshold, and `predict` says out of scope below it.
+    let tasks: Value =
+        serde_json::from_slice(&std::fs::read(out.join("best/tasks.json")).unwrap()).unwrap();
+    let saved = tasks["tasks"][0]["out_of_scope_threshold"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(saved as f32, t as f32, "{tasks}");
+    let texts = [
+        "the movie was great",
+        "alice met bob in paris",
+        "what is the time",
+        "a",
+    ];
+    let mut args = vec!["predict", "--model", best_dir, "--backend", "cpu"];
+    args.extend(texts);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    for line in String::from_utf8(o.stdout).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let p = &v["tasks"]["clinc"];
+        let confidence = p["confidence"].as_f64().unwrap() as f32;
+        if confidence < t as f32 {
+            assert_eq!(p["label"], "oos", "{v}");
+        }
+    }
+    // A threshold above every probability: everything is out of scope.
+    let mut tasks = tasks;
+    tasks["tasks"][0]["out_of_scope_threshold"] = json!(1.5);
+    std::fs::write(out.join("best/tasks.json"), tasks.to_string()).unwrap();
+    let o = run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let labels: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["tasks"]["clinc"]["label"].clone())
+        .collect();
+    assert_eq!(labels, vec![json!("oos"); texts.len()]);
 }

@@ -333,6 +333,7 @@ pub(crate) mod tests {
                     labels: vec!["neg".into(), "pos".into()],
                     weight: 1.0,
                     out_of_scope: None,
+                    out_of_scope_threshold: None,
                 },
                 TaskSpec {
                     name: "tags".into(),
@@ -340,6 +341,7 @@ pub(crate) mod tests {
                     labels: vec!["O".into(), "B-X".into(), "I-X".into()],
                     weight: 1.0,
                     out_of_scope: None,
+                    out_of_scope_threshold: None,
                 },
             ],
             pooling: SentencePooling::Mean,

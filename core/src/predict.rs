@@ -92,8 +92,15 @@ pub enum TaskOutput {
     },
 }
 
-/// A sentence task's output from its best class and that class's probability.
+/// A sentence task's output from its best class and that class's probability. A task
+/// with an out-of-scope threshold says out of scope below it (the confidence stays the best
+/// class's probability).
 pub fn sentence_output(spec: &TaskSpec, (label, confidence): (usize, f32)) -> TaskOutput {
+    let oos = spec.out_of_scope.as_deref().and_then(|l| spec.label_id(l));
+    let label = match (oos, spec.out_of_scope_threshold) {
+        (Some(oos), Some(t)) if confidence < t => oos,
+        _ => label,
+    };
     TaskOutput::Sentence {
         label: spec.labels[label].clone(),
         confidence,
@@ -188,7 +195,32 @@ mod tests {
             labels: vec!["O".into(), "B-X".into(), "I-X".into()],
             weight: 1.0,
             out_of_scope: None,
+            out_of_scope_threshold: None,
         }
+    }
+
+    #[test]
+    fn out_of_scope_threshold_turns_unsure_sentences_out_of_scope() {
+        let mut spec = TaskSpec {
+            name: "intent".into(),
+            kind: TaskKind::Sentence,
+            labels: vec!["alarm".into(), "oos".into(), "weather".into()],
+            weight: 1.0,
+            out_of_scope: Some("oos".into()),
+            out_of_scope_threshold: None,
+        };
+        let label = |spec: &TaskSpec, best| match sentence_output(spec, best) {
+            TaskOutput::Sentence { label, confidence } => (label, confidence),
+            TaskOutput::Token { .. } => panic!("a sentence task gives a label"),
+        };
+        assert_eq!(label(&spec, (2, 0.3)), ("weather".into(), 0.3));
+        spec.out_of_scope_threshold = Some(0.5);
+        assert_eq!(label(&spec, (2, 0.3)), ("oos".into(), 0.3));
+        assert_eq!(label(&spec, (2, 0.5)), ("weather".into(), 0.5));
+        assert_eq!(label(&spec, (1, 0.9)), ("oos".into(), 0.9));
+        // Without an out-of-scope class the threshold means nothing.
+        spec.out_of_scope = None;
+        assert_eq!(label(&spec, (2, 0.3)), ("weather".into(), 0.3));
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct TaskSpec {
     /// The label meaning "none of the above" (CLINC150's `oos`), if the task has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_of_scope: Option<String>,
+    /// With `out_of_scope`: a text whose best class has probability below this is
+    /// predicted out of scope (`core-train train` fits it on dev; none: the best class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_scope_threshold: Option<f32>,
 }
 
 fn one() -> f32 {
@@ -149,6 +153,7 @@ mod tests {
             labels: labels.iter().map(|s| s.to_string()).collect(),
             weight: 1.0,
             out_of_scope: None,
+            out_of_scope_threshold: None,
         };
         assert!(validate_tasks(&[t("a", &["x", "y"]), t("b", &["x", "y"])]).is_ok());
         let e = validate_tasks(&[t("a", &["x", "y"]), t("a", &["x", "y"])]).unwrap_err();
@@ -169,6 +174,7 @@ mod tests {
             labels: vec!["O".into(), "B-PER".into()],
             weight: 0.5,
             out_of_scope: None,
+            out_of_scope_threshold: None,
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<TaskSpec>(&json).unwrap(), spec);

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
 
 use crate::backend::{self, BackendChoice};
 use crate::recipe::Recipe;
@@ -55,15 +57,25 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let sources = load_sources(&recipe, &args.data)?;
     let data = encode_sources(&sources, &saved.model.spec, &tokenizer)?;
     let test = args.split == Split::Test;
-    // Out-of-scope thresholds are fitted on dev, so test scoring of such a task scores dev
-    // first.
-    let has_oos = saved
-        .model
-        .spec
-        .tasks
+    // Out-of-scope thresholds come from dev: the ones the checkpoint saved, else test
+    // scoring of such a task scores dev first.
+    let oos_tasks: Vec<_> = (saved.model.spec.tasks.iter())
+        .filter(|t| t.out_of_scope.is_some())
+        .collect();
+    let saved_thresholds: Option<BTreeMap<String, Value>> = oos_tasks
         .iter()
-        .any(|t| t.out_of_scope.is_some());
-    let fitted = if test && has_oos {
+        .map(|t| {
+            Some((
+                t.name.clone(),
+                json!({"oos_threshold": t.out_of_scope_threshold?}),
+            ))
+        })
+        .collect();
+    let fitted = if oos_tasks.is_empty() {
+        None
+    } else if let Some(saved) = saved_thresholds {
+        Some(saved)
+    } else if test {
         eprintln!("fitting the out-of-scope threshold on dev first");
         Some(score_split(
             &saved.model,

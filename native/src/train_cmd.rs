@@ -193,6 +193,7 @@ pub fn build_spec(recipe: &Recipe, sources: &[Source]) -> Result<MultiTaskSpec> 
                 labels,
                 weight: section.weight,
                 out_of_scope,
+                out_of_scope_threshold: None,
             });
         }
     }
@@ -596,7 +597,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
         let eval_now = state.step % eval_every == 0 || state.step == total_steps;
         if eval_now {
-            let eval_model = model.valid();
+            let mut eval_model = model.valid();
             let scores = score_split(
                 &eval_model,
                 &data,
@@ -624,6 +625,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 && state.best.is_none_or(|(b, _)| value > b)
             {
                 state.best = Some((value, state.step));
+                // The best checkpoint keeps the out-of-scope thresholds fitted on dev, for
+                // `predict` (and `eval`).
+                for task in eval_model.spec.tasks.iter_mut() {
+                    task.out_of_scope_threshold =
+                        evaluate::metric(&scores, &task.name, "oos_threshold").map(|t| t as f32);
+                }
                 let files = files_for(&eval_model)?;
                 let refs: Vec<(&str, &[u8])> =
                     files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
