@@ -75,65 +75,61 @@ enum Choice {
 /// offers `subgroups` and has not failed in this browser before; otherwise burn's CPU
 /// backend in wasm, saying why.
 async fn init_device(choice: Choice) -> (Device, Backend) {
+    match webgpu_device(choice).await {
+        Ok(webgpu) => webgpu,
+        Err(why) => (Device::flex(), Backend::cpu(why)),
+    }
+}
+
+/// The WebGPU device for `choice`, or why the page runs on the CPU instead (the text that
+/// follows "cpu" in the backend line).
+async fn webgpu_device(choice: Choice) -> Result<(Device, Backend), String> {
     if choice == Choice::Cpu {
-        return (Device::flex(), Backend::cpu(", chosen by the user".into()));
+        return Err(", chosen by the user".into());
     }
     if choice == Choice::Auto
         && let Some(why) = webgpu_failure()
     {
-        return (
-            Device::flex(),
-            Backend::cpu(format!(
-                ": WebGPU failed in this browser ({why}); \"Try WebGPU\" tries it again"
-            )),
-        );
+        return Err(format!(
+            ": WebGPU failed in this browser ({why}); \"Try WebGPU\" tries it again"
+        ));
     }
     let Some(facts) = adapter::adapter().await else {
-        return (
-            Device::flex(),
-            Backend::cpu("; this browser gives no WebGPU adapter".into()),
-        );
+        return Err("; this browser gives no WebGPU adapter".into());
     };
     if !facts.subgroups {
-        return (
-            Device::flex(),
-            Backend::cpu(format!(
-                "; this browser's WebGPU adapter ({}) lacks the 'subgroups' feature that \
-                 burn's WebGPU kernels need",
-                facts.name
-            )),
-        );
+        return Err(format!(
+            "; this browser's WebGPU adapter ({}) lacks the 'subgroups' feature that \
+             burn's WebGPU kernels need",
+            facts.name
+        ));
     }
     if choice == Choice::Auto && facts.software {
-        return (
-            Device::flex(),
-            Backend::cpu(format!(
-                ": the WebGPU adapter is a software one ({}), slower than the CPU backend; \
-                 \"Try WebGPU\" uses it anyway",
-                facts.name
-            )),
-        );
+        return Err(format!(
+            ": the WebGPU adapter is a software one ({}), slower than the CPU backend; \
+             \"Try WebGPU\" uses it anyway",
+            facts.name
+        ));
     }
     // burn's WebGPU kernels need the adapter's `subgroups` feature (see `adapter.rs`).
     adapter::install_webgpu_hooks();
-    match Device::wgpu_options().init_async().await {
-        Ok(device) => (
-            device,
-            Backend {
-                label: "webgpu".into(),
-                detail: if facts.software {
-                    format!("WebGPU (burn wgpu) on a software adapter ({})", facts.name)
-                } else {
-                    format!("WebGPU (burn wgpu) on {}", facts.name)
-                },
-                software: facts.software,
-            },
-        ),
-        Err(e) => (
-            Device::flex(),
-            Backend::cpu(format!("; WebGPU unavailable: {e}")),
-        ),
-    }
+    let device = Device::wgpu_options()
+        .init_async()
+        .await
+        .map_err(|e| format!("; WebGPU unavailable: {e}"))?;
+    let detail = if facts.software {
+        format!("WebGPU (burn wgpu) on a software adapter ({})", facts.name)
+    } else {
+        format!("WebGPU (burn wgpu) on {}", facts.name)
+    };
+    Ok((
+        device,
+        Backend {
+            label: "webgpu".into(),
+            detail,
+            software: facts.software,
+        },
+    ))
 }
 
 /// A small computation on the device, read back asynchronously: `[[1,2],[3,4]]²` sums to 54.
