@@ -1,11 +1,10 @@
 //! `core-train eval MODEL_DIR`: scores a saved model on the dev or test split of the data
 //! its recipe names, with per-class (sentence tasks) and per-type (token tasks) reports.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
 use crate::backend::{self, BackendChoice};
