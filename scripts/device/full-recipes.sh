@@ -4,6 +4,7 @@
 # $OUT/runs.tgz (weights stay behind: too big to return). Packed by pack.sh; carried:
 # .gl (Vulkan loader packages) and .dev (core-train, f16 weights, data).
 #   RECIPES="conll2003" TRAIN_ARGS="--epochs 10" BUDGET=540 bash scripts/device/full-recipes.sh
+# RESUME=1 in a second call on the still-warm machine continues the stopped runs.
 # Dry run here on the CPU: LOCAL=1 OUT=/tmp/out BUDGET=60 bash scripts/device/full-recipes.sh
 set -u
 OUT=${OUT:-/tmp/out}
@@ -26,8 +27,14 @@ if [ -z "${LOCAL:-}" ]; then
   fi
 fi
 W=/tmp/pt
-rm -rf $W && mkdir -p $W/pc/models/sentence-transformers__all-MiniLM-L6-v2 $W/runs
 M=$W/pc/models/sentence-transformers__all-MiniLM-L6-v2
+RESUME_ARG=()
+if [ -n "${RESUME:-}" ] && [ -x $W/ct ]; then
+  # A second call on the still-warm machine: continue the stopped runs in $W/runs.
+  echo "resuming the runs in $W/runs"
+  RESUME_ARG=(--resume)
+else
+rm -rf $W && mkdir -p $M $W/runs
 xz -dc .dev/ct.xz >$W/ct && chmod +x $W/ct
 tar -C $W/pc -xJf .dev/data.tar.xz
 cp .dev/model/config.json .dev/model/tokenizer.json .dev/model/vocab.txt .dev/model/polytask-fetch.json $M/
@@ -42,6 +49,7 @@ save_file({k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in
 print("widened", len(t), "tensors")
 EOF
 sha256sum $M/model.safetensors
+fi
 mkdir -p -m 700 /tmp/xdg
 export POLYTASK_CACHE=$W/pc RUST_BACKTRACE=1 XDG_RUNTIME_DIR=/tmp/xdg
 if [ -z "${LOCAL:-}" ]; then
@@ -52,7 +60,7 @@ echo "setup done $(date -u +%T)"
 pids=()
 for r in $RECIPES; do
   # shellcheck disable=SC2086 # TRAIN_ARGS is a list of words
-  timeout -s INT -k 30 "$BUDGET" $W/ct train "recipes/$r.toml" --out "$W/runs/$r" ${TRAIN_ARGS:-} >"$W/runs/$r.log" 2>&1 &
+  timeout -s INT -k 30 "$BUDGET" $W/ct train "recipes/$r.toml" --out "$W/runs/$r" "${RESUME_ARG[@]}" ${TRAIN_ARGS:-} >>"$W/runs/$r.log" 2>&1 &
   pids+=($!)
 done
 for i in "${!pids[@]}"; do
