@@ -398,17 +398,12 @@ pub fn apply_oos_threshold(pred: &[(usize, f32)], oos_label: usize, threshold: f
 
 /// The out-of-scope threshold that maximises accuracy over all of `gold` (in-scope queries
 /// right, out-of-scope queries flagged), for [`apply_oos_threshold`]; fit it on dev, apply
-/// it to test. Returns the threshold (midway between the last confidence flagged and the
-/// next one; 0 when flagging never helps) and the report at that threshold. Of equally
-/// good thresholds the lowest wins.
+/// it to test. Returns the threshold: midway between the last confidence flagged and the
+/// next one; 0 when flagging never helps. Of equally good thresholds the lowest wins.
 ///
 /// # Panics
 /// If `gold` and `pred` differ in length.
-pub fn fit_oos_threshold(
-    gold: &[usize],
-    pred: &[(usize, f32)],
-    oos_label: usize,
-) -> (f32, OosReport) {
+pub fn fit_oos_threshold(gold: &[usize], pred: &[(usize, f32)], oos_label: usize) -> f32 {
     assert_eq!(gold.len(), pred.len(), "fit_oos_threshold: lengths differ");
     let mut order: Vec<usize> = (0..pred.len()).collect();
     order.sort_by(|&a, &b| pred[a].1.total_cmp(&pred[b].1));
@@ -430,13 +425,11 @@ pub fn fit_oos_threshold(
             (best, best_k) = (sum, k);
         }
     }
-    let threshold = match best_k {
+    match best_k {
         0 => 0.0,
         k if k == order.len() => f32::MAX,
         k => 0.5 * (pred[order[k - 1]].1 + pred[order[k]].1),
-    };
-    let flagged = apply_oos_threshold(pred, oos_label, threshold);
-    (threshold, oos_report(gold, &flagged, oos_label))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -733,17 +726,19 @@ mod tests {
         // the lower threshold wins, midway between 0.30 and 0.40.
         let gold = [0, 1, 2, 0, 2];
         let pred = [(0, 0.9), (1, 0.4), (0, 0.3), (0, 0.95), (1, 0.5)];
-        let (t, r) = fit_oos_threshold(&gold, &pred, 2);
+        let t = fit_oos_threshold(&gold, &pred, 2);
         assert!((t - 0.35).abs() < 1e-6, "{t}");
         assert_eq!(apply_oos_threshold(&pred, 2, t), vec![0, 1, 2, 0, 1]);
+        let r = oos_report(&gold, &apply_oos_threshold(&pred, 2, t), 2);
         close(r.in_scope_accuracy, 1.0);
         close(r.oos_recall, 0.5);
         close(r.oos_precision, 1.0);
         // One more out-of-scope query at 0.45 makes flagging up to 0.5 worth +2.
         let gold = [0, 1, 2, 0, 2, 2];
         let pred = [(0, 0.9), (1, 0.4), (0, 0.3), (0, 0.95), (1, 0.5), (0, 0.45)];
-        let (t, r) = fit_oos_threshold(&gold, &pred, 2);
+        let t = fit_oos_threshold(&gold, &pred, 2);
         assert!((t - 0.7).abs() < 1e-6, "{t}");
+        let r = oos_report(&gold, &apply_oos_threshold(&pred, 2, t), 2);
         close(r.oos_recall, 1.0);
         close(r.in_scope_accuracy, 2.0 / 3.0);
     }
@@ -753,15 +748,16 @@ mod tests {
         // Every query right, ties included: flagging only loses.
         let gold = [0, 2, 1];
         let pred = [(0, 0.5), (2, 0.5), (1, 0.9)];
-        let (t, r) = fit_oos_threshold(&gold, &pred, 2);
+        let t = fit_oos_threshold(&gold, &pred, 2);
         assert_eq!(t, 0.0);
         assert_eq!(apply_oos_threshold(&pred, 2, t), vec![0, 2, 1]);
+        let r = oos_report(&gold, &apply_oos_threshold(&pred, 2, t), 2);
         close(r.in_scope_accuracy, 1.0);
         close(r.oos_recall, 1.0);
         // Equal confidences move together: flagging both 0.5s gains 1 - 1 = 0, so no flag.
         let gold = [2, 0, 1];
         let pred = [(0, 0.5), (0, 0.5), (1, 0.9)];
-        assert_eq!(fit_oos_threshold(&gold, &pred, 2).0, 0.0);
+        assert_eq!(fit_oos_threshold(&gold, &pred, 2), 0.0);
     }
 
     #[test]

@@ -1,11 +1,10 @@
 //! `core-train eval MODEL_DIR`: scores a saved model on the dev or test split of the data
 //! its recipe names, with per-class (sentence tasks) and per-type (token tasks) reports.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::backend::{self, BackendChoice};
 use crate::recipe::Recipe;
@@ -41,7 +40,7 @@ pub enum Split {
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     let selected = backend::select(args.backend)?;
-    let (saved, tokenizer, dir) = run_dir::load(&args.model, &selected.device)?;
+    let (mut saved, tokenizer, dir) = run_dir::load(&args.model, &selected.device)?;
     if saved.recipe_toml.is_empty() {
         bail!(
             "{}: no recipe.toml, so the evaluation data is unknown",
@@ -56,38 +55,22 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let sources = load_sources(&recipe, &args.data)?;
     let data = encode_sources(&sources, &saved.model.spec, &tokenizer)?;
     let test = args.split == Split::Test;
-    // Out-of-scope thresholds come from dev: the ones the checkpoint saved, else test
-    // scoring of such a task scores dev first.
-    let oos_tasks: Vec<_> = (saved.model.spec.tasks.iter())
-        .filter(|t| t.out_of_scope.is_some())
-        .collect();
-    let saved_thresholds: Option<BTreeMap<String, Value>> = oos_tasks
-        .iter()
-        .map(|t| {
-            Some((
-                t.name.clone(),
-                json!({"oos_threshold": t.out_of_scope_threshold?}),
-            ))
-        })
-        .collect();
-    let fitted = if oos_tasks.is_empty() {
-        None
-    } else if let Some(saved) = saved_thresholds {
-        Some(saved)
-    } else if test {
+    // Out-of-scope thresholds come from dev: the checkpoint saved them; for one that did
+    // not (`last`, or trained before they were saved), test scoring fits them on dev first.
+    let unfitted = (saved.model.spec.tasks.iter())
+        .any(|t| t.out_of_scope.is_some() && t.out_of_scope_threshold.is_none());
+    if test && unfitted {
         eprintln!("fitting the out-of-scope threshold on dev first");
-        Some(score_split(
+        let dev = score_split(
             &saved.model,
             &data,
             false,
             args.batch_size,
             tokenizer.pad_id(),
             &selected.device,
-            None,
-        )?)
-    } else {
-        None
-    };
+        )?;
+        evaluate::set_oos_thresholds(&mut saved.model, &dev);
+    }
     let scores = score_split(
         &saved.model,
         &data,
@@ -95,7 +78,6 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         args.batch_size,
         tokenizer.pad_id(),
         &selected.device,
-        fitted.as_ref(),
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&scores)?);

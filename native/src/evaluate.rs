@@ -83,8 +83,9 @@ pub fn main_metric(spec: &TaskSpec) -> &'static str {
 ///
 /// A task with an out-of-scope class is also scored with a confidence threshold (a query
 /// whose best class has probability below it counts as out of scope): `oos_threshold` and
-/// the `*_at_threshold` metrics. The threshold comes from `fitted`, the scores of the same
-/// tasks on dev, or, without them, is fitted on `items` (the one that maximises accuracy).
+/// the `*_at_threshold` metrics. The threshold is the task's own (fitted on dev, see
+/// [`set_oos_thresholds`]), or, when it has none, fitted on `items` (the one that
+/// maximises accuracy): score dev first, then test.
 pub fn score(
     model: &MultiTaskModel,
     items: &[Encoded],
@@ -92,7 +93,6 @@ pub fn score(
     batch_size: usize,
     pad_id: u32,
     device: &Device,
-    fitted: Option<&BTreeMap<String, Value>>,
 ) -> Result<BTreeMap<String, Value>> {
     let preds = predict(model, items, tasks, batch_size, pad_id, device)?;
     let mut out = BTreeMap::new();
@@ -112,13 +112,9 @@ pub fn score(
                     v["in_scope_accuracy"] = json!(o.in_scope_accuracy);
                     v["oos_recall"] = json!(o.oos_recall);
                     v["oos_precision"] = json!(o.oos_precision);
-                    let threshold = match fitted {
-                        Some(f) => match metric(f, &spec.name, "oos_threshold") {
-                            Some(t) => t as f32,
-                            None => bail!("no out-of-scope threshold for task {:?}", spec.name),
-                        },
-                        None => fit_oos_threshold(&gold, &p, oos).0,
-                    };
+                    let threshold = spec
+                        .out_of_scope_threshold
+                        .unwrap_or_else(|| fit_oos_threshold(&gold, &p, oos));
                     let flagged = apply_oos_threshold(&p, oos, threshold);
                     let o = oos_report(&gold, &flagged, oos);
                     let right = gold.iter().zip(&flagged).filter(|(g, p)| g == p).count();
@@ -152,6 +148,16 @@ pub fn score(
         out.insert(spec.name.clone(), value);
     }
     Ok(out)
+}
+
+/// Gives each out-of-scope task of `model` the threshold that [`score`] fitted on dev
+/// (`dev_scores`), for scoring test and for `predict`.
+pub fn set_oos_thresholds(model: &mut MultiTaskModel, dev_scores: &BTreeMap<String, Value>) {
+    for task in model.spec.tasks.iter_mut() {
+        if let Some(t) = metric(dev_scores, &task.name, "oos_threshold") {
+            task.out_of_scope_threshold = Some(t as f32);
+        }
+    }
 }
 
 /// The value of `metric` for `task` in a set of scores (`None` when absent).

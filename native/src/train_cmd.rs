@@ -231,8 +231,7 @@ pub fn encode_sources(
         .collect()
 }
 
-/// Scores `model` on the dev or test split of every corpus. `fitted`: dev scores whose
-/// out-of-scope thresholds to apply (see [`evaluate::score`]).
+/// Scores `model` on the dev or test split of every corpus.
 pub fn score_split(
     model: &MultiTaskModel,
     sources: &[EncodedSource],
@@ -240,7 +239,6 @@ pub fn score_split(
     batch_size: usize,
     pad_id: u32,
     device: &Device,
-    fitted: Option<&BTreeMap<String, Value>>,
 ) -> Result<BTreeMap<String, Value>> {
     let mut all = BTreeMap::new();
     for s in sources {
@@ -249,7 +247,7 @@ pub fn score_split(
             continue;
         }
         all.extend(evaluate::score(
-            model, items, &s.tasks, batch_size, pad_id, device, fitted,
+            model, items, &s.tasks, batch_size, pad_id, device,
         )?);
     }
     Ok(all)
@@ -605,7 +603,6 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 t.eval_batch_size,
                 pad,
                 &base_device,
-                None,
             )?;
             let selected_value = evaluate::select(&scores, &t.select_metric);
             append_line(
@@ -627,10 +624,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 state.best = Some((value, state.step));
                 // The best checkpoint keeps the out-of-scope thresholds fitted on dev, for
                 // `predict` (and `eval`).
-                for task in eval_model.spec.tasks.iter_mut() {
-                    task.out_of_scope_threshold =
-                        evaluate::metric(&scores, &task.name, "oos_threshold").map(|t| t as f32);
-                }
+                evaluate::set_oos_thresholds(&mut eval_model, &scores);
                 let files = files_for(&eval_model)?;
                 let refs: Vec<(&str, &[u8])> =
                     files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
@@ -662,7 +656,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     } else {
         &last_dir
     };
-    let (saved, _, _) = run_dir::load(best, &base_device)?;
+    let (mut saved, _, _) = run_dir::load(best, &base_device)?;
     let dev = score_split(
         &saved.model,
         &data,
@@ -670,9 +664,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         t.eval_batch_size,
         pad,
         &base_device,
-        None,
     )?;
-    // Out-of-scope thresholds are fitted on dev and applied to test.
+    // Out-of-scope thresholds come from dev (`best` saved them, `last` did not).
+    evaluate::set_oos_thresholds(&mut saved.model, &dev);
     let test = score_split(
         &saved.model,
         &data,
@@ -680,7 +674,6 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         t.eval_batch_size,
         pad,
         &base_device,
-        Some(&dev),
     )?;
     let results = json!({
         "recipe": recipe.name, "checkpoint": best, "best_step": state.best.map(|b| b.1),
