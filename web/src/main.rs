@@ -51,9 +51,13 @@ impl Backend {
         }
     }
 
+    fn is_webgpu(&self) -> bool {
+        self.label == "webgpu"
+    }
+
     /// How long the watchdog waits on one operation; `None` on the CPU.
     fn patience_s(&self) -> Option<u32> {
-        (self.label == "webgpu").then_some(if self.software {
+        self.is_webgpu().then_some(if self.software {
             WEBGPU_SOFTWARE_PATIENCE_S
         } else {
             WEBGPU_PATIENCE_S
@@ -591,7 +595,7 @@ fn App() -> impl IntoView {
     // browser (the taught task's weights were on the lost device).
     let restart = start.clone();
     adapter::on_device_lost(move |why| {
-        if backend.get_untracked().is_none_or(|b| b.label != "webgpu") {
+        if backend.get_untracked().is_none_or(|b| !b.is_webgpu()) {
             return;
         }
         storage_call(
@@ -605,7 +609,7 @@ fn App() -> impl IntoView {
     });
 
     let on_switch = move |_| {
-        let to_cpu = backend.get_untracked().is_some_and(|b| b.label == "webgpu");
+        let to_cpu = backend.get_untracked().is_some_and(|b| b.is_webgpu());
         if !to_cpu {
             storage_call("removeItem", &[WEBGPU_FAILED]);
         }
@@ -846,7 +850,7 @@ fn App() -> impl IntoView {
                 </strong>
                 " "
                 <button id="switch" on:click=on_switch disabled=move || busy.get()>
-                    {move || if backend.get().is_some_and(|b| b.label == "webgpu") { "Use the CPU" } else { "Try WebGPU" }}
+                    {move || if backend.get().is_some_and(|b| b.is_webgpu()) { "Use the CPU" } else { "Try WebGPU" }}
                 </button>
             </p>
             <p>"Status: " <span id="status">{move || status.get()}</span></p>
