@@ -3,12 +3,14 @@
 //!
 //! Token tasks put each word's tag on the word's *first* word piece; the other pieces, the
 //! special tokens and the padding get [`IGNORE`] and take no part in the loss. At prediction
-//! time the first piece's tag is the word's tag ([`word_tags`]), so tags round-trip to words.
+//! time the first piece's prediction is the word's ([`word_predictions`]), so tags
+//! round-trip to words.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::bert::BertInput;
 use crate::error::Result;
+use crate::tagging::{TagConstraints, viterbi};
 use crate::tokenizer::{Batch, Encoding, Tokenizer, first_subword_positions};
 
 /// Target value of positions that the loss ignores.
@@ -118,30 +120,22 @@ pub fn collate(items: &[&Encoded], pad_id: u32, device: &Device) -> Result<Train
     })
 }
 
-/// Per-word tags from per-position predictions of one row: the first piece's prediction
-/// is the word's; a word truncated away gets `fallback` (the "outside" tag).
-pub fn word_tags(
-    position_preds: &[usize],
-    first_pieces: &[Option<usize>],
-    fallback: usize,
-) -> Vec<usize> {
-    first_pieces
-        .iter()
-        .map(|p| p.map_or(fallback, |p| position_preds[p]))
-        .collect()
-}
-
-/// [`word_tags`] with probabilities: each word gets its first piece's best tag and that
-/// tag's probability; a word truncated away gets `fallback` with probability 0.
+/// Per-word tags with probabilities from one row's per-position label probabilities
+/// (`probs`: `[positions, labels]` row-major): each word is read at its first piece, and
+/// the sequence is the most probable one that `constraints` allow
+/// ([`crate::tagging::viterbi`]); a word truncated away gets the outside tag with
+/// probability 0.
 pub fn word_predictions(
-    position_best: &[(usize, f32)],
+    probs: &[f32],
     first_pieces: &[Option<usize>],
-    fallback: usize,
+    constraints: &TagConstraints,
 ) -> Vec<(usize, f32)> {
-    first_pieces
+    let labels = constraints.num_labels();
+    let words: Vec<Option<&[f32]>> = first_pieces
         .iter()
-        .map(|p| p.map_or((fallback, 0.0), |p| position_best[p]))
-        .collect()
+        .map(|p| p.map(|p| &probs[p * labels..(p + 1) * labels]))
+        .collect();
+    viterbi(&words, constraints)
 }
 
 #[cfg(test)]
@@ -171,7 +165,7 @@ mod tests {
         // Predictions per position; the non-first pieces predict something else, which
         // must not leak into the word tags.
         let preds = [9, 0, 2, 7, 7, 1, 9];
-        assert_eq!(word_tags(&preds, &e.first_pieces, 0), [0, 2, 1]);
+        assert_eq!(decode_words(&preds, &e.first_pieces), [0, 2, 1]);
     }
 
     #[test]
@@ -206,11 +200,46 @@ mod tests {
         assert_eq!(s, [1, 0]);
     }
 
+    /// The words' tags when each position is sure of one of 10 labels (`preds`), decoded
+    /// without constraints.
+    fn decode_words(preds: &[usize], first_pieces: &[Option<usize>]) -> Vec<usize> {
+        let mut probs = vec![0.0f32; preds.len() * 10];
+        for (pos, &p) in preds.iter().enumerate() {
+            probs[pos * 10 + p] = 1.0;
+        }
+        word_predictions(&probs, first_pieces, &TagConstraints::free(10))
+            .into_iter()
+            .map(|(tag, _)| tag)
+            .collect()
+    }
+
     #[test]
     fn truncated_words_fall_back_to_outside() {
         assert_eq!(
-            word_tags(&[5, 3, 4], &[Some(1), Some(2), None], 0),
+            decode_words(&[5, 3, 4], &[Some(1), Some(2), None]),
             [3, 4, 0]
         );
+    }
+
+    /// Word predictions are decoded as IOB2 sequences: the first piece of each word, never
+    /// the others, and an `I-` that cannot follow its predecessor is mended.
+    #[test]
+    fn word_predictions_decode_valid_iob2_from_first_pieces() {
+        let labels = ["O", "B-X", "I-X"];
+        // [CLS] w0 w1 ##w1 [SEP]: w1's second piece is sure of B-X, which must not count.
+        #[rustfmt::skip]
+        let probs = [
+            0.0, 0.0, 1.0,
+            0.6, 0.35, 0.05,
+            0.3, 0.1, 0.6,
+            0.0, 1.0, 0.0,
+            0.0, 0.0, 1.0,
+        ];
+        let first = [Some(1), Some(2)];
+        let free = word_predictions(&probs, &first, &TagConstraints::free(3));
+        assert_eq!(free, vec![(0, 0.6), (2, 0.6)], "argmax gives O I-X");
+        let iob2 = word_predictions(&probs, &first, &TagConstraints::iob2(&labels));
+        // B-X I-X (0.35 · 0.6 = 0.21) beats O O (0.6 · 0.3 = 0.18).
+        assert_eq!(iob2, vec![(1, 0.35), (2, 0.6)]);
     }
 }

@@ -22,6 +22,7 @@ pub mod predict;
 pub mod rng;
 pub mod sampler;
 pub mod sentence;
+pub mod tagging;
 pub mod task;
 pub mod tokenizer;
 pub mod trainer;

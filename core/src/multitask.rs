@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::features::TrainBatch;
 use crate::loss::{LossWeighting, cross_entropy, joint_loss};
 use crate::pooling::mean_pool;
+use crate::tagging::TagDecoding;
 use crate::task::{TaskKind, TaskSpec, validate_tasks};
 
 /// How a sentence task turns token states into one vector.
@@ -76,6 +77,9 @@ pub struct MultiTaskSpec {
     pub head_dropout: f64,
     #[serde(default = "default_weighting")]
     pub loss_weighting: LossWeighting,
+    /// How token tasks turn probabilities into tags (default: valid IOB2 sequences).
+    #[serde(default)]
+    pub decoding: TagDecoding,
 }
 
 fn default_dropout() -> f64 {
@@ -347,6 +351,7 @@ pub(crate) mod tests {
             pooling: SentencePooling::Mean,
             head_dropout: 0.0,
             loss_weighting: weighting,
+            decoding: TagDecoding::Iob2,
         }
     }
 

@@ -156,12 +156,6 @@ pub fn argmax(row: &[f32]) -> (usize, f32) {
         })
 }
 
-/// The best class of each row of row-major `[rows, classes]` probabilities, with its
-/// probability ([`argmax`] of each row).
-pub fn argmax_rows(probs: &[f32], classes: usize) -> Vec<(usize, f32)> {
-    probs.chunks(classes.max(1)).map(argmax).collect()
-}
-
 /// Task `task`'s output for one text, from the probabilities that
 /// [`MultiTaskModel::probabilities`] gave for it alone (a batch of one): `[1, labels]` for a
 /// sentence task, `[pieces, labels]` for a token task.
@@ -173,11 +167,11 @@ pub fn decode(
     probs: &[f32],
 ) -> TaskOutput {
     let spec = &model.tasks()[task];
-    let best = argmax_rows(probs, spec.num_labels());
     match spec.kind {
-        TaskKind::Sentence => sentence_output(spec, best[0]),
+        TaskKind::Sentence => sentence_output(spec, argmax(probs)),
         TaskKind::Token => {
-            let words = word_predictions(&best, &prepared.encoded.first_pieces, 0);
+            let constraints = model.spec.decoding.constraints(&spec.labels);
+            let words = word_predictions(probs, &prepared.encoded.first_pieces, &constraints);
             token_output(spec, text, prepared, &words)
         }
     }
@@ -318,11 +312,5 @@ mod tests {
         assert_eq!(argmax(&[0.25, 0.5, 0.5, 0.0]), (1, 0.5));
         assert_eq!(argmax(&[f32::NAN, 0.1, 0.9]), (2, 0.9));
         assert_eq!(argmax(&[]), (0, f32::NEG_INFINITY));
-    }
-
-    #[test]
-    fn argmax_rows_picks_each_rows_best() {
-        let p = [0.1, 0.7, 0.2, 0.5, 0.2, 0.3];
-        assert_eq!(argmax_rows(&p, 3), vec![(1, 0.7), (0, 0.5)]);
     }
 }

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::features::{Encoded, collate, word_predictions};
 use crate::multitask::MultiTaskModel;
 use crate::optim::{AdamW, StepStats};
+use crate::tagging::TagConstraints;
 use crate::task::TaskKind;
 
 /// What one step did.
@@ -89,8 +90,9 @@ fn argmax_with_prob(probs: Tensor<2>) -> Result<Vec<(usize, f32)>> {
 
 /// Runs the model over `items` for each of `tasks` (batches of similar length, so little
 /// padding), returning predictions in the order of `items`. Token-task predictions are per
-/// word: the first word piece's tag, and the "outside" tag (index 0) for words truncated
-/// away.
+/// word, read at its first word piece and decoded as the model's spec says (by default the
+/// most probable valid IOB2 sequence; [`word_predictions`]), with the "outside" tag
+/// (index 0) for words truncated away.
 pub fn predict(
     model: &MultiTaskModel,
     items: &[Encoded],
@@ -103,23 +105,32 @@ pub fn predict(
     order.sort_by_key(|&i| items[i].encoding.ids.len());
     let mut sentence: Vec<Vec<(usize, f32)>> = vec![vec![(0, 0.0); items.len()]; tasks.len()];
     let mut token: Vec<Vec<Vec<(usize, f32)>>> = vec![vec![Vec::new(); items.len()]; tasks.len()];
+    let constraints: Vec<TagConstraints> = tasks
+        .iter()
+        .map(|&t| model.spec.decoding.constraints(&model.tasks()[t].labels))
+        .collect();
     for chunk in order.chunks(batch_size.max(1)) {
         let batch_items: Vec<&Encoded> = chunk.iter().map(|&i| &items[i]).collect();
         let batch = collate(&batch_items, pad_id, device)?;
         let enc = model.bert.forward(batch.input.clone());
         for (k, &t) in tasks.iter().enumerate() {
-            let best = argmax_with_prob(model.probabilities(t, &enc))?;
+            let probs = model.probabilities(t, &enc);
             match model.tasks()[t].kind {
                 TaskKind::Sentence => {
+                    let best = argmax_with_prob(probs)?;
                     for (row, &i) in chunk.iter().enumerate() {
                         sentence[k][i] = best[row];
                     }
                 }
                 TaskKind::Token => {
-                    let s = batch.seq_len;
+                    let probs: Vec<f32> = probs
+                        .try_into_vec_as::<f32>()
+                        .map_err(|e| Error::Input(format!("reading predictions: {e:?}")))?;
+                    let row_len = batch.seq_len * constraints[k].num_labels();
                     for (row, &i) in chunk.iter().enumerate() {
-                        let row_best = &best[row * s..(row + 1) * s];
-                        token[k][i] = word_predictions(row_best, &items[i].first_pieces, 0);
+                        let row_probs = &probs[row * row_len..(row + 1) * row_len];
+                        token[k][i] =
+                            word_predictions(row_probs, &items[i].first_pieces, &constraints[k]);
                     }
                 }
             }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
+use polytask_core::tagging::TagDecoding;
 use serde_json::Value;
 
 use crate::backend::{self, BackendChoice};
@@ -24,6 +25,10 @@ pub struct EvalArgs {
     /// List every class of sentence tasks (by default the 10 lowest F1).
     #[arg(long)]
     pub all_classes: bool,
+    /// How token tasks' tags are decoded: `iob2` (the most probable valid IOB2 sequence,
+    /// what training saved) or `argmax` (each word on its own, for comparison).
+    #[arg(long)]
+    pub decode: Option<TagDecoding>,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
     #[arg(long, default_value_t = 64)]
@@ -41,6 +46,9 @@ pub enum Split {
 pub fn run(args: &EvalArgs) -> Result<()> {
     let selected = backend::select(args.backend)?;
     let (mut saved, tokenizer, dir) = run_dir::load(&args.model, &selected.device)?;
+    if let Some(decoding) = args.decode {
+        saved.model.spec.decoding = decoding;
+    }
     if saved.recipe_toml.is_empty() {
         bail!(
             "{}: no recipe.toml, so the evaluation data is unknown",

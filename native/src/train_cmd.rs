@@ -207,6 +207,7 @@ pub fn build_spec(recipe: &Recipe, sources: &[Source]) -> Result<MultiTaskSpec> 
         pooling: recipe.model.pooling,
         head_dropout: recipe.model.head_dropout,
         loss_weighting: recipe.train.loss_weighting,
+        decoding: Default::default(),
     })
 }
 
