@@ -538,3 +538,150 @@ max_eval = 400
         .collect();
     assert_eq!(labels, vec![json!("oos"); texts.len()]);
 }
+
+/// A token task whose tags follow capitalisation alone ("Bob" is a name, "bob" is not,
+/// and every word occurs both ways): the uncased tiny model cannot tell the two apart,
+/// the same model with `casing = true` learns it; `eval`, `predict` and an exported
+/// bundle read the shapes too.
+#[test]
+fn casing_lets_an_uncased_model_learn_capitalisation() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(&dir.path().join("model"));
+    let words = ["alice", "bob", "paris", "film", "today", "visited"];
+    let write = |file: &str, n: usize, offset: usize| {
+        let mut lines = Vec::new();
+        for i in 0..n {
+            let k = i + offset;
+            let (mut tokens, mut tags) = (Vec::new(), Vec::new());
+            for pos in 0..4 {
+                let word = words[(k + 2 * pos) % words.len()];
+                // Capitalised or not independently of the word and its position.
+                if (k * 7 + pos * 3 + k / 5) % 2 == 0 {
+                    tokens.push(format!("{}{}", word[..1].to_uppercase(), &word[1..]));
+                    tags.push("B-NAME");
+                } else {
+                    tokens.push(word.to_string());
+                    tags.push("O");
+                }
+            }
+            lines.push(json!({"tokens": tokens, "tags": tags}).to_string());
+        }
+        std::fs::write(dir.path().join(file), lines.join("\n") + "\n").unwrap();
+    };
+    write("train.jsonl", 64, 0);
+    write("dev.jsonl", 24, 100);
+    let recipe = |casing: bool| {
+        let path = dir.path().join(format!("casing-{casing}.toml"));
+        let text = format!(
+            r#"name = "casing"
+[model]
+path = "model"
+max_len = 16
+casing = {casing}
+[train]
+epochs = 12
+batch_size = 8
+lr = 3e-3
+head_lr_scale = 3
+warmup_ratio = 0.1
+seed = 3
+[[task]]
+name = "names"
+dataset = "jsonl"
+train = "train.jsonl"
+dev = "dev.jsonl"
+test = "dev.jsonl"
+"#
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let f1 = |out: &Path| -> f64 {
+        let results: Value =
+            serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+        results["dev"]["names"]["f1"].as_f64().unwrap()
+    };
+    let (plain, cased) = (dir.path().join("plain"), dir.path().join("cased"));
+    let o = train(&recipe(false), &plain, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = train(&recipe(true), &cased, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (f_plain, f_cased) = (f1(&plain), f1(&cased));
+    eprintln!("dev entity F1: {f_plain:.4} without casing, {f_cased:.4} with");
+    assert!(
+        f_cased >= 0.95,
+        "with casing: dev F1 {f_cased}\n{}",
+        text(&o)
+    );
+    assert!(
+        f_plain <= 0.8,
+        "without casing the shapes cannot be seen: dev F1 {f_plain}"
+    );
+    let tensors = |dir: &Path| -> Value {
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap()
+    };
+    let best = cased.join("best");
+    assert_eq!(
+        tensors(&best)["bert.embeddings.casing_embeddings.weight"]["shape"],
+        json!([7, 32])
+    );
+    assert!(tensors(&plain.join("best"))["bert.embeddings.casing_embeddings.weight"].is_null());
+
+    // `eval` loads the table back and scores what training scored.
+    let best_dir = best.to_str().unwrap();
+    let o = run(&[
+        "eval",
+        best_dir,
+        "--split",
+        "dev",
+        "--backend",
+        "cpu",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let scores: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(scores["names"]["f1"].as_f64(), Some(f_cased));
+    // `predict` reads the shapes of raw text, and so does an exported bundle.
+    let sentence = ["Bob visited paris today", "bob visited Paris Today"];
+    let names = |o: &Output| -> Vec<Vec<String>> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                v["tasks"]["names"]["entities"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["text"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    let mut args = vec!["predict", "--model", best_dir, "--backend", "cpu"];
+    args.extend(sentence);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(names(&o), [vec!["Bob"], vec!["Paris", "Today"]]);
+    let bundle = dir.path().join("bundle");
+    let o = run(&[
+        "export",
+        "--model",
+        best_dir,
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut args = vec![
+        "predict",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ];
+    args.extend(sentence);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(names(&o), [vec!["Bob"], vec!["Paris", "Today"]]);
+}

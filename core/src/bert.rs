@@ -40,6 +40,9 @@ pub struct BertInput {
     pub token_type_ids: Tensor<2, Int>,
     /// `[batch, seq]` 1 for real tokens, 0 for padding.
     pub attention_mask: Tensor<2, Int>,
+    /// `[batch, seq]` word shapes ([`crate::casing`]), used by an encoder with a casing
+    /// table; `None` reads as [`crate::casing::SPECIAL`] everywhere.
+    pub shapes: Option<Tensor<2, Int>>,
 }
 
 impl BertInput {
@@ -54,6 +57,7 @@ impl BertInput {
             input_ids: ints(&batch.input_ids),
             token_type_ids: ints(&batch.token_type_ids),
             attention_mask: ints(&batch.attention_mask),
+            shapes: Some(ints(&batch.shapes)),
         }
     }
 }
@@ -92,12 +96,15 @@ fn embedding(n: usize, d: usize, device: &Device) -> Embedding {
         .init(device)
 }
 
-/// Word, position and token-type embeddings, summed and normalised.
+/// Word, position and token-type embeddings, summed and normalised; plus, optionally, a
+/// learned embedding of each piece's word shape ([`crate::casing`]; not part of Hugging
+/// Face's BERT, saved as `embeddings.casing_embeddings.weight`).
 #[derive(Module, Debug)]
 pub struct BertEmbeddings {
     pub word_embeddings: Embedding,
     pub position_embeddings: Embedding,
     pub token_type_embeddings: Embedding,
+    pub casing_embeddings: Option<Embedding>,
     pub LayerNorm: LayerNorm,
     pub dropout: Dropout,
 }
@@ -109,21 +116,33 @@ impl BertEmbeddings {
             word_embeddings: embedding(config.vocab_size, h, device),
             position_embeddings: embedding(config.max_position_embeddings, h, device),
             token_type_embeddings: embedding(config.type_vocab_size, h, device),
+            casing_embeddings: None,
             LayerNorm: layer_norm(config, device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
         }
     }
 
-    /// `[batch, seq]` ids → `[batch, seq, hidden]`. Positions count from 0.
-    pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
+    /// `[batch, seq]` ids (and word shapes, for a model with a casing table) →
+    /// `[batch, seq, hidden]`. Positions count from 0.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        shapes: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
         let [batch, seq] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device)
             .unsqueeze_dim::<2>(0)
             .expand([batch, seq]);
-        let x = self.word_embeddings.forward(input_ids)
+        let mut x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(token_type_ids);
+        // Without shapes every piece reads as SPECIAL, row 0, which is what a fresh table
+        // (all zeros) gives anyway.
+        if let (Some(table), Some(shapes)) = (&self.casing_embeddings, shapes) {
+            x = x + table.forward(shapes);
+        }
         self.dropout.forward(self.LayerNorm.forward(x))
     }
 }
@@ -362,7 +381,7 @@ impl BertModel {
         let mask = input.attention_mask.float();
         let x = self
             .embeddings
-            .forward(input.input_ids, input.token_type_ids);
+            .forward(input.input_ids, input.token_type_ids, input.shapes);
         self.run_blocks(
             0..layers.min(self.num_layers()),
             EncoderOutput {
@@ -407,6 +426,22 @@ impl BertModel {
             }
         }
         self
+    }
+
+    /// Gives the encoder a casing table ([`crate::casing`]) if it has none: all zeros, so
+    /// the outputs stay as they were until it is trained.
+    pub fn add_casing(&mut self, device: &Device) {
+        if self.embeddings.casing_embeddings.is_none() {
+            let table = EmbeddingConfig::new(crate::casing::NUM_SHAPES, self.hidden_size())
+                .with_initializer(Initializer::Zeros)
+                .init(device);
+            self.embeddings.casing_embeddings = Some(table);
+        }
+    }
+
+    /// Whether the encoder reads word shapes.
+    pub fn has_casing(&self) -> bool {
+        self.embeddings.casing_embeddings.is_some()
     }
 
     /// `(block, adapter width)` of every block with adapters.
@@ -462,6 +497,7 @@ mod tests {
             input_ids: Tensor::from_data(TensorData::new(flat, shape), device),
             token_type_ids: Tensor::zeros(shape, device),
             attention_mask: Tensor::from_data(TensorData::new(mask, shape), device),
+            shapes: None,
         }
     }
 

@@ -294,6 +294,7 @@ pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<
     }
 
     add_stored_adapters(model, &header, prefixed, source)?;
+    add_stored_casing(model, &header, if prefixed { "bert." } else { "" });
 
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)
@@ -375,6 +376,23 @@ pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<
     }
     report.applied = result.applied.len();
     Ok(report)
+}
+
+/// The name under which a casing table ([`crate::casing`]) is saved, without prefix.
+pub const CASING_TENSOR: &str = "embeddings.casing_embeddings.weight";
+
+/// Gives `model` a casing table when the checkpoint stores one (`{prefix}`
+/// [`CASING_TENSOR`]), so that its tensor has somewhere to go; a wrong shape is then
+/// reported by the loader like any other.
+pub fn add_stored_casing(
+    model: &mut BertModel,
+    header: &BTreeMap<String, TensorInfo>,
+    prefix: &str,
+) {
+    if header.contains_key(&format!("{prefix}{CASING_TENSOR}")) {
+        let device = model.pooler.dense.weight.device();
+        model.add_casing(&device);
+    }
 }
 
 /// Gives `model` an adapter wherever the checkpoint stores one
@@ -564,6 +582,7 @@ mod tests {
             input_ids: ids.clone(),
             token_type_ids: ids.zeros_like(),
             attention_mask: ids.ones_like(),
+            shapes: None,
         };
         let x = a.forward(input.clone()).last_hidden_state.into_data();
         let y = b.forward(input).last_hidden_state.into_data();
@@ -738,6 +757,7 @@ mod tests {
             input_ids: Tensor::from_data([[2, 5, 7, 3]], &device),
             token_type_ids: Tensor::zeros([1, 4], &device),
             attention_mask: Tensor::ones([1, 4], &device),
+            shapes: None,
         };
         let a: Vec<f32> = original
             .forward(input.clone())
@@ -752,6 +772,70 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    /// A casing table is saved under its own name, recreated by [`load_bert`] (bare and
+    /// `bert.`-prefixed files) and by the multi-task loader, and changes what the encoder
+    /// computes for differently written words.
+    #[test]
+    fn casing_tables_are_saved_and_recreated_on_load() {
+        use crate::casing::{CAPITALISED, LOWER, SPECIAL};
+        use burn::module::Param;
+        use burn::tensor::{Distribution, Tensor};
+        let device = Device::flex();
+        let config = BertConfig::tiny(20);
+        let plain = config.init(&device);
+        let mut original = plain.clone();
+        original.add_casing(&device);
+        let input = |shapes: [i64; 4]| crate::bert::BertInput {
+            input_ids: Tensor::from_data([[2, 5, 7, 3]], &device),
+            token_type_ids: Tensor::zeros([1, 4], &device),
+            attention_mask: Tensor::ones([1, 4], &device),
+            shapes: Some(Tensor::from_data([shapes], &device)),
+        };
+        let out = |m: &BertModel, shapes| -> Vec<f32> {
+            m.forward(input(shapes))
+                .last_hidden_state
+                .try_into_vec_as::<f32>()
+                .unwrap()
+        };
+        let (s, l, c) = (SPECIAL as i64, LOWER as i64, CAPITALISED as i64);
+        // A fresh table is all zeros: the pretrained outputs, whatever the shapes.
+        assert_eq!(out(&original, [s, c, l, s]), out(&plain, [s, c, l, s]));
+        // A trained one tells "Paris" from "paris".
+        original
+            .embeddings
+            .casing_embeddings
+            .as_mut()
+            .unwrap()
+            .weight = Param::from_tensor(Tensor::random(
+            [7, 16],
+            Distribution::Normal(0.0, 0.5),
+            &device,
+        ));
+        assert_ne!(out(&original, [s, c, l, s]), out(&original, [s, l, l, s]));
+
+        let bytes = bert_to_safetensors(&original).unwrap();
+        assert_eq!(
+            read_header(&bytes, "m").unwrap()[CASING_TENSOR].shape,
+            vec![7, 16]
+        );
+        for prefix in ["", "bert."] {
+            let file = hf_bytes(&original, prefix);
+            let mut loaded = config.init(&device);
+            load_bert(&mut loaded, file, "m").unwrap();
+            assert!(loaded.has_casing(), "{prefix}");
+            assert_eq!(out(&loaded, [s, c, l, s]), out(&original, [s, c, l, s]));
+        }
+        // The multi-task loader: a model built from the config gets the table from the file.
+        let spec = crate::multitask::tests::two_task_spec(crate::loss::LossWeighting::Static);
+        let multi =
+            crate::multitask::MultiTaskModel::new(original.clone(), spec.clone(), &device).unwrap();
+        let saved = multi.to_safetensors().unwrap();
+        let mut back = crate::multitask::MultiTaskModel::init(&config, spec, &device).unwrap();
+        assert!(!back.bert.has_casing());
+        back.load_safetensors(saved, "m").unwrap();
+        assert_eq!(out(&back.bert, [s, c, l, s]), out(&original, [s, c, l, s]));
+    }
+
     #[test]
     fn forward_until_then_from_equals_forward() {
         let device = Device::flex();
@@ -760,6 +844,7 @@ mod tests {
             input_ids: burn::tensor::Tensor::from_data([[2, 5, 7, 3], [2, 9, 3, 0]], &device),
             token_type_ids: burn::tensor::Tensor::zeros([2, 4], &device),
             attention_mask: burn::tensor::Tensor::from_data([[1, 1, 1, 1], [1, 1, 1, 0]], &device),
+            shapes: None,
         };
         let whole = model.forward(input.clone()).last_hidden_state.into_data();
         let split = model
@@ -797,6 +882,7 @@ mod tests {
             input_ids: burn::tensor::Tensor::from_data([[2, 5, 7, 3]], &device),
             token_type_ids: burn::tensor::Tensor::zeros([1, 4], &device),
             attention_mask: burn::tensor::Tensor::ones([1, 4], &device),
+            shapes: None,
         };
         let a: Vec<f32> = original
             .forward(input.clone())

@@ -730,6 +730,7 @@ pub(crate) mod tests {
             input_ids: Tensor::from_data(TensorData::new(rows.concat(), [rows.len(), 4]), &d),
             token_type_ids: Tensor::zeros([rows.len(), 4], &d),
             attention_mask: Tensor::ones([rows.len(), 4], &d),
+            shapes: None,
         };
         let support = make(&[
             [2, 5, 6, 3],

@@ -5,6 +5,7 @@
 
 pub mod bert;
 pub mod bundle;
+pub mod casing;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -630,6 +630,7 @@ mod tests {
             input_ids: Tensor::from_inner(e.query.input_ids.clone()),
             token_type_ids: Tensor::from_inner(e.query.token_type_ids.clone()),
             attention_mask: Tensor::from_inner(e.query.attention_mask.clone()),
+            shapes: e.query.shapes.clone().map(Tensor::from_inner),
         });
         let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2], [3]), &ad);
         let g = cross_entropy(logits, y).backward();

@@ -244,6 +244,8 @@ impl MultiTaskModel {
     /// its shape; anything missing, extra or mis-shaped is named.
     pub fn load_safetensors(&mut self, bytes: Vec<u8>, source: &str) -> Result<()> {
         let bytes = crate::checkpoint::widen_f16(bytes, source)?;
+        let header = crate::checkpoint::read_header(&bytes, source)?;
+        crate::checkpoint::add_stored_casing(&mut self.bert, &header, "bert.");
         let store = SafetensorsStore::from_bytes(Some(bytes))
             .with_key_remapping(r"\.attention\.self\.", ".attention.self_.");
         let unused = self.load_store(store, source, "tensor(s) of this model", |_| true)?;

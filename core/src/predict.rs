@@ -12,7 +12,7 @@ use crate::features::{Encoded, word_predictions};
 use crate::metrics::extract_entities;
 use crate::multitask::MultiTaskModel;
 use crate::task::{TaskKind, TaskSpec};
-use crate::tokenizer::{Tokenizer, first_subword_positions};
+use crate::tokenizer::{Tokenizer, first_subword_positions, word_spans};
 
 /// A text tokenized for prediction, with the character span of each of its words.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,22 +25,8 @@ pub struct PreparedText {
 impl PreparedText {
     pub fn new(tokenizer: &Tokenizer, text: &str) -> Result<Self> {
         let encoding = tokenizer.encode(text)?;
-        let n_words = encoding
-            .word_ids
-            .iter()
-            .flatten()
-            .map(|&w| w as usize + 1)
-            .max()
-            .unwrap_or(0);
-        let first_pieces = first_subword_positions(&encoding.word_ids, n_words);
-        let mut word_spans = vec![(usize::MAX, 0usize); n_words];
-        for (w, off) in encoding.word_ids.iter().zip(&encoding.offsets) {
-            if let Some(w) = w {
-                let s = &mut word_spans[*w as usize];
-                s.0 = s.0.min(off.0);
-                s.1 = s.1.max(off.1);
-            }
-        }
+        let word_spans = word_spans(&encoding.word_ids, &encoding.offsets);
+        let first_pieces = first_subword_positions(&encoding.word_ids, word_spans.len());
         Ok(PreparedText {
             encoded: Encoded {
                 encoding,

@@ -4,6 +4,7 @@
 
 use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
 
+use crate::casing;
 use crate::error::{Error, Result};
 
 /// Default longest sequence, in word pieces including [CLS] and [SEP]
@@ -21,6 +22,8 @@ pub struct Encoding {
     pub word_ids: Vec<Option<u32>>,
     /// For each word piece, its `(start, end)` character offsets in the text.
     pub offsets: Vec<(usize, usize)>,
+    /// For each word piece, the shape of its word as written ([`crate::casing`]).
+    pub shapes: Vec<u32>,
     /// Whether word pieces past the maximum length were dropped.
     pub truncated: bool,
 }
@@ -31,6 +34,8 @@ pub struct Batch {
     pub input_ids: Vec<u32>,
     pub token_type_ids: Vec<u32>,
     pub attention_mask: Vec<u32>,
+    /// Word shapes ([`crate::casing`]); padding is [`casing::SPECIAL`].
+    pub shapes: Vec<u32>,
     /// Per row: the word id of every position (`None` for special tokens and padding).
     pub word_ids: Vec<Vec<Option<u32>>>,
     /// Per row: whether it was truncated.
@@ -51,6 +56,7 @@ impl Batch {
             input_ids: Vec::with_capacity(n),
             token_type_ids: Vec::with_capacity(n),
             attention_mask: Vec::with_capacity(n),
+            shapes: Vec::with_capacity(n),
             word_ids: Vec::with_capacity(encodings.len()),
             truncated: encodings.iter().map(|e| e.truncated).collect(),
             batch_size: encodings.len(),
@@ -66,6 +72,10 @@ impl Batch {
                 .attention_mask
                 .extend(std::iter::repeat_n(1, e.ids.len()));
             batch.attention_mask.extend(std::iter::repeat_n(0, pad));
+            batch.shapes.extend(&e.shapes);
+            batch
+                .shapes
+                .extend(std::iter::repeat_n(casing::SPECIAL, pad));
             let mut words = e.word_ids.clone();
             words.resize(seq_len, None);
             batch.word_ids.push(words);
@@ -177,13 +187,27 @@ impl Tokenizer {
         self.inner.id_to_token(id)
     }
 
-    fn convert(&self, e: tokenizers::Encoding) -> Encoding {
+    /// Our encoding of `e`, with each piece's word shape from `shape_of_word` (called with
+    /// each word id and that word's character span, [`word_spans`]).
+    fn convert(
+        &self,
+        e: tokenizers::Encoding,
+        shape_of_word: impl Fn(usize, (usize, usize)) -> u32,
+    ) -> Encoding {
+        let word_ids = e.get_word_ids().to_vec();
+        let offsets = e.get_offsets().to_vec();
+        let word_shapes: Vec<u32> = word_spans(&word_ids, &offsets)
+            .into_iter()
+            .enumerate()
+            .map(|(w, span)| shape_of_word(w, span))
+            .collect();
         Encoding {
             truncated: !e.get_overflowing().is_empty(),
             ids: e.get_ids().to_vec(),
             type_ids: e.get_type_ids().to_vec(),
-            word_ids: e.get_word_ids().to_vec(),
-            offsets: e.get_offsets().to_vec(),
+            shapes: casing::piece_shapes(&word_ids, &word_shapes),
+            word_ids,
+            offsets,
         }
     }
 
@@ -193,7 +217,12 @@ impl Tokenizer {
             .inner
             .encode_char_offsets(text, true)
             .map_err(|e| Error::Input(format!("cannot tokenize {text:?}: {e}")))?;
-        Ok(self.convert(e))
+        let chars: Vec<char> = text.chars().collect();
+        Ok(self.convert(e, |_, (start, end)| {
+            let end = end.min(chars.len());
+            let word: String = chars[start.min(end)..end].iter().collect();
+            casing::word_shape(&word)
+        }))
     }
 
     /// Encodes text that is already split into words (token classification); the word
@@ -203,7 +232,11 @@ impl Tokenizer {
             .inner
             .encode_char_offsets(words, true)
             .map_err(|e| Error::Input(format!("cannot tokenize {words:?}: {e}")))?;
-        Ok(self.convert(e))
+        Ok(self.convert(e, |w, _| {
+            words
+                .get(w)
+                .map_or(casing::SPECIAL, |w| casing::word_shape(w))
+        }))
     }
 
     /// Encodes and pads several texts to the longest among them.
@@ -214,6 +247,26 @@ impl Tokenizer {
             .collect::<Result<Vec<_>>>()?;
         Batch::pad(&encodings, self.pad_id)
     }
+}
+
+/// The `(start, end)` character span of each word (one past the highest word id), from
+/// the offsets of its pieces; `(usize::MAX, 0)` for a word without pieces.
+pub fn word_spans(word_ids: &[Option<u32>], offsets: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let n_words = word_ids
+        .iter()
+        .flatten()
+        .map(|&w| w as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut spans = vec![(usize::MAX, 0usize); n_words];
+    for (w, off) in word_ids.iter().zip(offsets) {
+        if let Some(w) = w {
+            let s = &mut spans[*w as usize];
+            s.0 = s.0.min(off.0);
+            s.1 = s.1.max(off.1);
+        }
+    }
+    spans
 }
 
 /// For token classification: the index of the first word piece of each word, given the
@@ -296,6 +349,56 @@ pub(crate) mod tests {
         );
         assert_eq!(e.offsets[4], (13, 15));
         assert!(!e.truncated);
+        // Every piece carries its word's shape as written: The, UNBELIEVABLE.
+        use crate::casing::{CAPITALISED, LOWER, OTHER, SPECIAL, UPPER};
+        assert_eq!(
+            e.shapes,
+            vec![
+                SPECIAL,
+                CAPITALISED,
+                LOWER,
+                LOWER,
+                UPPER,
+                UPPER,
+                UPPER,
+                OTHER,
+                SPECIAL
+            ]
+        );
+    }
+
+    #[test]
+    fn word_shapes_of_pretokenized_words_and_padding() {
+        use crate::casing::{CAPITALISED, LOWER, SPECIAL, UPPER};
+        let t = tiny();
+        let e = t.encode_words(&["Unbelievable", "FILM", "so"]).unwrap();
+        // [CLS] un ##believ ##able film so [SEP]
+        assert_eq!(
+            e.shapes,
+            vec![
+                SPECIAL,
+                CAPITALISED,
+                CAPITALISED,
+                CAPITALISED,
+                UPPER,
+                LOWER,
+                SPECIAL
+            ]
+        );
+        let short = t.encode_words(&["Film"]).unwrap();
+        let b = Batch::pad(&[short, e], 0).unwrap();
+        assert_eq!(
+            &b.shapes[..7],
+            &[
+                SPECIAL,
+                CAPITALISED,
+                SPECIAL,
+                SPECIAL,
+                SPECIAL,
+                SPECIAL,
+                SPECIAL
+            ]
+        );
     }
 
     #[test]

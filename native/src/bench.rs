@@ -64,6 +64,7 @@ fn synthetic_input(batch: usize, seq: usize, vocab: usize, device: &Device) -> B
     BertInput {
         token_type_ids: ids.zeros_like(),
         attention_mask: ids.ones_like(),
+        shapes: None,
         input_ids: ids,
     }
 }

@@ -42,6 +42,10 @@ pub struct ModelSection {
     /// Longest input in word pieces.
     #[serde(default = "default_max_len")]
     pub max_len: usize,
+    /// Add a learned embedding of each word's capitalisation to the encoder's input
+    /// (`polytask_core::casing`): the uncased encoder then sees "Apple" and "apple" apart.
+    #[serde(default)]
+    pub casing: bool,
 }
 
 impl Default for ModelSection {
@@ -52,6 +56,7 @@ impl Default for ModelSection {
             pooling: SentencePooling::Mean,
             head_dropout: default_dropout(),
             max_len: default_max_len(),
+            casing: false,
         }
     }
 }

@@ -404,7 +404,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         let _ = std::fs::remove_file(&metrics_path);
         // Head initialisation is seeded too: two runs of a recipe are the same run.
         base_device.seed(t.seed);
-        let model = MultiTaskModel::new(encoder.model, spec.clone(), &base_device)?;
+        let mut bert = encoder.model;
+        if recipe.model.casing {
+            bert.add_casing(&base_device);
+        }
+        let model = MultiTaskModel::new(bert, spec.clone(), &base_device)?;
         let optimizer = AdamW::new(AdamWConfig {
             weight_decay: t.weight_decay,
             max_grad_norm: (t.max_grad_norm > 0.0).then_some(t.max_grad_norm),
