@@ -556,7 +556,7 @@ fn casing_lets_an_uncased_model_learn_capitalisation() {
             for pos in 0..4 {
                 let word = words[(k + 2 * pos) % words.len()];
                 // Capitalised or not independently of the word and its position.
-                if (k * 7 + pos * 3 + k / 5) % 2 == 0 {
+                if (k * 7 + pos * 3 + k / 5).is_multiple_of(2) {
                     tokens.push(format!("{}{}", word[..1].to_uppercase(), &word[1..]));
                     tags.push("B-NAME");
                 } else {
