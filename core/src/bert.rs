@@ -41,7 +41,8 @@ pub struct BertInput {
     /// `[batch, seq]` 1 for real tokens, 0 for padding.
     pub attention_mask: Tensor<2, Int>,
     /// `[batch, seq]` word shapes ([`crate::casing`]), used by an encoder with a casing
-    /// table; `None` reads as [`crate::casing::SPECIAL`] everywhere.
+    /// table ([`from_batch`](Self::from_batch) always fills them in); with `None` nothing
+    /// is added, as with a fresh table.
     pub shapes: Option<Tensor<2, Int>>,
 }
 
@@ -138,8 +139,6 @@ impl BertEmbeddings {
         let mut x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(token_type_ids);
-        // Without shapes every piece reads as SPECIAL, row 0, which is what a fresh table
-        // (all zeros) gives anyway.
         if let (Some(table), Some(shapes)) = (&self.casing_embeddings, shapes) {
             x = x + table.forward(shapes);
         }

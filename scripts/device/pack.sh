@@ -14,14 +14,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CACHE=${POLYTASK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/polytask}
 MODEL=$CACHE/models/sentence-transformers__all-MiniLM-L6-v2
-for f in target/debug/core-train "$MODEL/model.safetensors" "$CACHE/data/conll2003" \
+BIN=${CARGO_TARGET_DIR:-target}/debug/core-train
+for f in "$BIN" "$MODEL/model.safetensors" "$CACHE/data/conll2003" \
   "$CACHE/data/snips" "$CACHE/data/clinc150"; do
   [ -e "$f" ] || { echo "pack.sh: $f is missing (build core-train and fetch the model and data first)" >&2; exit 1; }
 done
 for d in /.dev/ /.gl/; do grep -qx "$d" .git/info/exclude || echo "$d" >>.git/info/exclude; done
 rm -rf .dev && mkdir -p .dev/model .gl
 git rev-parse --short HEAD >.dev/REV
-strip -o .dev/ct target/debug/core-train
+strip -o .dev/ct "$BIN"
 xz -T0 -6 .dev/ct
 cp "$MODEL/config.json" "$MODEL/tokenizer.json" "$MODEL/vocab.txt" "$MODEL/polytask-fetch.json" .dev/model/
 python3 - "$MODEL/model.safetensors" .dev/model/weights-f16.safetensors <<'PY'
