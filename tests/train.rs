@@ -143,6 +143,33 @@ fn train(recipe: &Path, out: &Path, extra: &[&str]) -> Output {
     train_command(recipe, out).args(extra).output().unwrap()
 }
 
+/// `core-train eval MODEL --split dev --json` on the CPU: the scores of every task.
+fn dev_scores(model: &Path) -> Value {
+    let o = run(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--split",
+        "dev",
+        "--backend",
+        "cpu",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// `core-train export --model MODEL --out BUNDLE` (f32).
+fn export(model: &Path, bundle: &Path) {
+    let o = run(&[
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 /// Every logged step of `out` has the loss of the same step of the reference run, and
 /// every step is logged once.
 fn assert_same_losses(out: &Path, reference: &[(u64, u32)], what: &str) {
@@ -195,17 +222,7 @@ fn trains_evaluates_and_predicts() {
     assert!(text(&o).contains("sentiment"), "results table printed");
 
     let best = out.join("best");
-    let o = run(&[
-        "eval",
-        best.to_str().unwrap(),
-        "--split",
-        "dev",
-        "--backend",
-        "cpu",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let scores: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let scores = dev_scores(&best);
     assert_eq!(
         scores["ner"]["f1"].as_f64(),
         results["dev"]["ner"]["f1"].as_f64(),
@@ -240,14 +257,7 @@ fn trains_evaluates_and_predicts() {
     );
     // The run exported as a bundle predicts the same (f32: identical output).
     let bundle = dir.path().join("bundle");
-    let o = run(&[
-        "export",
-        "--model",
-        best.to_str().unwrap(),
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    export(&best, &bundle);
     let o = run(&[
         "predict",
         "--bundle",
@@ -631,18 +641,7 @@ test = "dev.jsonl"
 
     // `eval` loads the table back and scores what training scored.
     let best_dir = best.to_str().unwrap();
-    let o = run(&[
-        "eval",
-        best_dir,
-        "--split",
-        "dev",
-        "--backend",
-        "cpu",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let scores: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(scores["names"]["f1"].as_f64(), Some(f_cased));
+    assert_eq!(dev_scores(&best)["names"]["f1"].as_f64(), Some(f_cased));
     // `predict` reads the shapes of raw text, and so does an exported bundle.
     let sentence = ["Bob visited paris today", "bob visited Paris Today"];
     let names = |o: &Output| -> Vec<Vec<String>> {
@@ -665,14 +664,7 @@ test = "dev.jsonl"
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(names(&o), [vec!["Bob"], vec!["Paris", "Today"]]);
     let bundle = dir.path().join("bundle");
-    let o = run(&[
-        "export",
-        "--model",
-        best_dir,
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    export(&best, &bundle);
     let mut args = vec![
         "predict",
         "--bundle",
