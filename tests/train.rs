@@ -297,6 +297,15 @@ fn resumed_run_continues_exactly() {
         la, lb,
         "every step's loss is bit-identical after resuming at step 5"
     );
+    // --seed overrides the recipe's seed (7): other head weights and batches, other losses.
+    let c = dir.path().join("c");
+    let o = train(&recipe, &c, &["--max-steps", "3", "--seed", "8"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let recorded = std::fs::read_to_string(c.join("last/recipe.toml")).unwrap();
+    assert!(recorded.contains("seed = 8"), "{recorded}");
+    let lc = step_losses(&c);
+    assert_eq!(lc.len(), 3);
+    assert_ne!(lc[..], la[..3], "another seed gives other losses");
 }
 
 #[test]

@@ -173,6 +173,7 @@ fn run(cli: Cli) -> Result<()> {
             },
             max_steps: None,
             epochs: None,
+            seed: None,
             log_every: 10,
         };
         return train_cmd::run(&args);

@@ -64,6 +64,10 @@ pub struct TrainArgs {
     /// the checkpoint records the recipe as run.
     #[arg(long)]
     pub epochs: Option<f64>,
+    /// Override the recipe's train.seed (e.g. to measure the spread over seeds); the
+    /// checkpoint records the recipe as run.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Write a training line to metrics.jsonl every this many steps.
     #[arg(long, default_value_t = 10)]
     pub log_every: u64,
@@ -312,6 +316,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             bail!("--epochs must be > 0, got {epochs}");
         }
         recipe.train.epochs = epochs;
+    }
+    if let Some(seed) = args.seed {
+        recipe.train.seed = seed;
     }
     // The checkpoint keeps the recipe with every default spelled out and every path
     // absolute, so `eval` finds the data from anywhere and `--resume` can compare.
