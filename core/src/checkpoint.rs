@@ -88,8 +88,12 @@ pub fn read_header(bytes: &[u8], source: &str) -> Result<BTreeMap<String, Tensor
                  the file holds {data_len}"
             ));
         }
-        let expected = info.shape.iter().product::<usize>() * width;
-        if end < start || end - start != expected {
+        let expected = info
+            .shape
+            .iter()
+            .try_fold(width as usize, |n: usize, &d| n.checked_mul(d))
+            .filter(|&n| n <= data_len);
+        if end < start || Some(end - start) != expected {
             return fail(format!(
                 "corrupt: tensor '{name}' has {} bytes for shape {:?} of {}",
                 end.saturating_sub(start),
@@ -277,6 +281,7 @@ pub fn widen_f16(bytes: Vec<u8>, source: &str) -> Result<Vec<u8>> {
 /// tensors are widened to F32 first.
 pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<LoadReport> {
     let bytes = widen_f16(bytes, source)?;
+    check_finite(&bytes, source)?;
     let header = read_header(&bytes, source)?;
     let prefixed = header.keys().any(|k| k.starts_with("bert."));
     let mut report = LoadReport::default();
@@ -309,32 +314,10 @@ pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<
         .map_err(|e| checkpoint_error(source, format!("cannot read tensors: {e}")))?;
 
     if let Some(error) = result.errors.first() {
-        let message = match error {
-            ApplyError::ShapeMismatch {
-                path,
-                expected,
-                found,
-            } => format!(
-                "tensor '{}' has shape {:?}, the configuration expects {:?} \
-                 (does config.json match this checkpoint?)",
-                hf_name(path),
-                hf_shape(path, found.as_slice()),
-                hf_shape(path, expected.as_slice())
-            ),
-            ApplyError::DTypeMismatch {
-                path,
-                expected,
-                found,
-            } => format!(
-                "tensor '{}' has dtype {found:?}, expected {expected:?}",
-                hf_name(path)
-            ),
-            ApplyError::AdapterError { path, message }
-            | ApplyError::LoadError { path, message } => {
-                format!("tensor '{}': {message}", hf_name(path))
-            }
-        };
-        return Err(checkpoint_error(source, message));
+        return Err(checkpoint_error(
+            source,
+            apply_error_message(error, "does config.json match this checkpoint?"),
+        ));
     }
     let prefix = if prefixed { "bert." } else { "" };
     let mut missing = Vec::new();
@@ -376,6 +359,61 @@ pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<
     }
     report.applied = result.applied.len();
     Ok(report)
+}
+
+/// A one-line message for a tensor that did not fit, in the file's own names and
+/// layouts, ending with `hint` (which file to look at).
+pub(crate) fn apply_error_message(error: &ApplyError, hint: &str) -> String {
+    match error {
+        ApplyError::ShapeMismatch {
+            path,
+            expected,
+            found,
+        } => format!(
+            "tensor '{}' has shape {:?}, the model expects {:?} ({hint})",
+            hf_name(path),
+            hf_shape(path, found.as_slice()),
+            hf_shape(path, expected.as_slice())
+        ),
+        ApplyError::DTypeMismatch {
+            path,
+            expected,
+            found,
+        } => format!(
+            "tensor '{}' has dtype {found:?}, expected {expected:?}",
+            hf_name(path)
+        ),
+        ApplyError::AdapterError { path, message } | ApplyError::LoadError { path, message } => {
+            format!("tensor '{}': {message}", hf_name(path))
+        }
+    }
+}
+
+/// Fails, naming the first tensor, unless every F32 value in the safetensors file `bytes`
+/// is finite: a NaN or infinite weight would make every output NaN without an error.
+pub fn check_finite(bytes: &[u8], source: &str) -> Result<()> {
+    let header = read_header(bytes, source)?;
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let data = &bytes[8 + n..];
+    for (name, info) in &header {
+        if info.dtype != "F32" {
+            continue;
+        }
+        let (a, b) = info.data_offsets;
+        let bad = data[a..b]
+            .chunks_exact(4)
+            .position(|c| !f32::from_le_bytes(c.try_into().expect("4 bytes")).is_finite());
+        if let Some(i) = bad {
+            return Err(checkpoint_error(
+                source,
+                format!(
+                    "tensor '{name}' holds a non-finite value (element {i} is {}); the weights are corrupt",
+                    f32::from_le_bytes(data[a + 4 * i..a + 4 * i + 4].try_into().expect("4"))
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The name under which a casing table ([`crate::casing`]) is saved, without prefix.

@@ -101,7 +101,7 @@ impl<'a> Problems<'a> {
 
 /// Decodes UTF-8, naming the line of the first invalid byte.
 pub fn decode<'b>(bytes: &'b [u8], file: &str) -> DataResult<&'b str> {
-    std::str::from_utf8(bytes).map_err(|e| {
+    std::str::from_utf8(bytes).map(strip_bom).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
             .iter()
             .filter(|&&b| b == b'\n')
@@ -113,6 +113,28 @@ pub fn decode<'b>(bytes: &'b [u8], file: &str) -> DataResult<&'b str> {
             message: format!("invalid UTF-8 (byte {} of the file)", e.valid_up_to()),
         }])
     })
+}
+
+/// `text` without a leading UTF-8 byte-order mark (editors on Windows write one): every
+/// parser accepts it, so it never ends up inside the first word.
+fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
+/// Fails on the first control character of `text` (a NUL, an escape…), which no word
+/// holds and which a tokenizer would silently drop or keep; tabs and line breaks are
+/// separators, not control characters here.
+fn check_chars(text: &str, what: &str) -> Result<(), String> {
+    match text
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        Some(c) => Err(format!(
+            "{what} {text:?} holds the control character U+{:04X}",
+            c as u32
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Checks one IOB2/BIO tag: `O`, `B-TYPE` or `I-TYPE`.
@@ -128,6 +150,7 @@ fn check_tag(tag: &str) -> Result<(), String> {
 
 /// CoNLL-2003: the first column is the word, the last the NER tag.
 pub fn parse_conll(text: &str, file: &str) -> DataResult<Vec<TokenExample>> {
+    let text = strip_bom(text);
     let mut problems = Problems::new(file);
     let mut out = Vec::new();
     let mut current = TokenExample {
@@ -163,7 +186,7 @@ pub fn parse_conll(text: &str, file: &str) -> DataResult<Vec<TokenExample>> {
             continue;
         }
         let tag = fields[fields.len() - 1];
-        if let Err(m) = check_tag(tag) {
+        if let Err(m) = check_tag(tag).and_then(|_| check_chars(fields[0], "token")) {
             problems.add(n, m);
             continue;
         }
@@ -189,6 +212,11 @@ pub fn parse_seq_label(
     let (in_text, in_file) = seq_in;
     let (out_text, out_file) = seq_out;
     let (label_text, label_file) = label;
+    let (in_text, out_text, label_text) = (
+        strip_bom(in_text),
+        strip_bom(out_text),
+        strip_bom(label_text),
+    );
     let mut problems = Problems::new(out_file);
     let ins: Vec<&str> = in_text.lines().collect();
     let outs: Vec<&str> = out_text.lines().collect();
@@ -220,6 +248,14 @@ pub fn parse_seq_label(
                 file: in_file.into(),
                 line: n,
                 message: "empty utterance".into(),
+            });
+            continue;
+        }
+        if let Some(m) = words.iter().find_map(|w| check_chars(w, "word").err()) {
+            problems.list.push(DataError {
+                file: in_file.into(),
+                line: n,
+                message: m,
             });
             continue;
         }
@@ -257,6 +293,7 @@ pub fn parse_seq_label(
 /// CLINC150 `data_full.json`: the examples of one split (`train`, `val`, `test`,
 /// `oos_train`, ...).
 pub fn parse_clinc(text: &str, file: &str, split: &str) -> DataResult<Vec<SentenceExample>> {
+    let text = strip_bom(text);
     let mut problems = Problems::new(file);
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -276,8 +313,12 @@ pub fn parse_clinc(text: &str, file: &str, split: &str) -> DataResult<Vec<Senten
     for (i, item) in items.iter().enumerate() {
         match item.as_array().map(|a| a.as_slice()) {
             Some([serde_json::Value::String(t), serde_json::Value::String(l)])
-                if !t.trim().is_empty() =>
+                if !t.trim().is_empty() && !l.trim().is_empty() =>
             {
+                if let Err(m) = check_chars(t, "text") {
+                    problems.add(0, format!("{split}[{i}]: {m}"));
+                    continue;
+                }
                 out.push(SentenceExample {
                     text: t.clone(),
                     label: l.clone(),
@@ -299,6 +340,7 @@ pub fn parse_clinc(text: &str, file: &str, split: &str) -> DataResult<Vec<Senten
 
 /// CLINC150 `domains.json`: domain → its intents.
 pub fn parse_clinc_domains(text: &str, file: &str) -> DataResult<Vec<(String, Vec<String>)>> {
+    let text = strip_bom(text);
     let mut problems = Problems::new(file);
     match serde_json::from_str::<std::collections::BTreeMap<String, Vec<String>>>(text) {
         Ok(map) if !map.is_empty() => problems.finish(map.into_iter().collect()),
@@ -315,6 +357,7 @@ pub fn parse_clinc_domains(text: &str, file: &str) -> DataResult<Vec<(String, Ve
 
 /// SST-2 TSV: a header line, then `label<TAB>text` with label 0 (negative) or 1 (positive).
 pub fn parse_sst2(text: &str, file: &str) -> DataResult<Vec<SentenceExample>> {
+    let text = strip_bom(text);
     let mut problems = Problems::new(file);
     let mut out = Vec::new();
     let mut lines = text.lines().enumerate();
@@ -352,6 +395,10 @@ pub fn parse_sst2(text: &str, file: &str) -> DataResult<Vec<SentenceExample>> {
             problems.add(n, "empty text");
             continue;
         }
+        if let Err(m) = check_chars(sentence, "text") {
+            problems.add(n, m);
+            continue;
+        }
         out.push(SentenceExample {
             text: sentence.trim().to_string(),
             label: label.to_string(),
@@ -374,9 +421,12 @@ pub enum JsonlExamples {
 /// (sentence task) or `{"tokens": [...], "tags": [...]}` (token task), not mixed.
 /// Blank lines are allowed.
 pub fn parse_jsonl(text: &str, file: &str) -> DataResult<JsonlExamples> {
+    let text = strip_bom(text);
     let mut problems = Problems::new(file);
     let mut sentences = Vec::new();
     let mut tokens = Vec::new();
+    // The line of the first example of each kind, to name both when a file mixes them.
+    let (mut first_sentence, mut first_token) = (None, None);
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         if line.trim().is_empty() {
@@ -399,7 +449,10 @@ pub fn parse_jsonl(text: &str, file: &str) -> DataResult<JsonlExamples> {
                     problems.add(n, "empty \"text\"");
                 } else if l.trim().is_empty() {
                     problems.add(n, "empty \"label\"");
+                } else if let Err(m) = check_chars(t, "\"text\"") {
+                    problems.add(n, m);
                 } else {
+                    first_sentence.get_or_insert(n);
                     sentences.push(SentenceExample {
                         text: t.to_string(),
                         label: l.to_string(),
@@ -418,9 +471,20 @@ pub fn parse_jsonl(text: &str, file: &str) -> DataResult<JsonlExamples> {
                         n,
                         format!("{} tags for {} tokens", t.len(), w.len()),
                     ),
-                    (Some(w), Some(t)) => match t.iter().find_map(|x| check_tag(x).err()) {
+                    (Some(w), Some(t)) => match t
+                        .iter()
+                        .find_map(|x| check_tag(x).err())
+                        .or_else(|| w.iter().find_map(|x| check_chars(x, "token").err()))
+                        .or_else(|| {
+                            w.iter()
+                                .any(|x| x.trim().is_empty())
+                                .then(|| "an empty token in \"tokens\"".to_string())
+                        }) {
                         Some(m) => problems.add(n, m),
-                        None => tokens.push(TokenExample { tokens: w, tags: t }),
+                        None => {
+                            first_token.get_or_insert(n);
+                            tokens.push(TokenExample { tokens: w, tags: t })
+                        }
                     },
                     _ => problems.add(n, "\"tokens\" and \"tags\" must be arrays of strings"),
                 }
@@ -433,9 +497,13 @@ pub fn parse_jsonl(text: &str, file: &str) -> DataResult<JsonlExamples> {
     }
     match (sentences.is_empty(), tokens.is_empty()) {
         (false, false) => {
+            let (s, t) = (first_sentence.unwrap_or(0), first_token.unwrap_or(0));
             problems.add(
-                0,
-                "mixes sentence and token examples; use one kind per file",
+                s.max(t),
+                format!(
+                    "mixes sentence examples (first at line {s}) and token examples (first at \
+                     line {t}); use one kind per file"
+                ),
             );
             problems.finish(JsonlExamples::Sentences(vec![]))
         }

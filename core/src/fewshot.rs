@@ -111,6 +111,48 @@ impl Default for AdaptConfig {
     }
 }
 
+impl AdaptConfig {
+    /// Checks every value against the encoder it adapts (`num_layers` blocks): a task
+    /// file's settings are as untrusted as a command line's.
+    pub fn validate(&self, num_layers: usize) -> Result<()> {
+        let bad = |field: &str, value: String, want: &str| {
+            Err(Error::Input(format!("{field} = {value}: {want}")))
+        };
+        let rate = |x: f64| x.is_finite() && x >= 0.0;
+        if !rate(self.lr) {
+            return bad("lr", self.lr.to_string(), "must be a finite number ≥ 0");
+        }
+        if !rate(self.head_lr) {
+            return bad(
+                "head_lr",
+                self.head_lr.to_string(),
+                "must be a finite number ≥ 0",
+            );
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return bad(
+                "scale",
+                self.scale.to_string(),
+                "must be a finite number > 0",
+            );
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "0".into(), "must be at least 1");
+        }
+        if self.mode != AdaptMode::Head && !(1..=num_layers).contains(&self.layers) {
+            return bad(
+                "layers",
+                self.layers.to_string(),
+                &format!("must be between 1 and the encoder's {num_layers} blocks"),
+            );
+        }
+        if self.mode == AdaptMode::Adapters && self.adapter_size == 0 {
+            return bad("adapter_size", "0".into(), "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 /// An encoder with one classification head over L2-normalised mean-pooled states.
 #[derive(Module, Debug)]
 pub struct FewShotModel {
@@ -381,6 +423,7 @@ pub fn adapt(
     mut on_step: impl FnMut(usize, f32),
 ) -> Result<Adapted> {
     // The support set is checked by `AdaptSession::new`.
+    config.validate(bert.num_layers())?;
     let bert = prepare(bert, config);
     let first = first_adapting_block(config.mode, config.layers, bert.num_layers());
     let cached = frozen_states(&bert, support, first);
@@ -449,6 +492,7 @@ impl AdaptSession {
         n_way: usize,
         config: &AdaptConfig,
     ) -> Result<Self> {
+        config.validate(bert.num_layers())?;
         let [batch, _, _] = cached.last_hidden_state.dims();
         check_support(labels, n_way, batch)?;
         let device = cached.mask.device();
@@ -657,10 +701,28 @@ pub fn load_task(bert: &BertModel, bytes: &[u8], source: &str) -> Result<(FewSho
         message: m,
     };
     let meta = read_task_meta(bytes, source)?;
+    crate::checkpoint::check_finite(bytes, source)?;
     if meta.labels.len() < 2 {
         return Err(fail(format!(
             "a task needs at least 2 labels, the file has {}",
             meta.labels.len()
+        )));
+    }
+    meta.config
+        .validate(bert.num_layers())
+        .map_err(|e| fail(format!("metadata: {e}")))?;
+    if meta.first > bert.num_layers() {
+        return Err(fail(format!(
+            "metadata: first = {}, but the encoder has {} blocks",
+            meta.first,
+            bert.num_layers()
+        )));
+    }
+    if !(3..=bert.max_positions()).contains(&meta.max_len) {
+        return Err(fail(format!(
+            "metadata: max_len = {}, the encoder takes 3 to {} word pieces",
+            meta.max_len,
+            bert.max_positions()
         )));
     }
     let device = bert.pooler.dense.weight.device();
@@ -880,11 +942,37 @@ pub(crate) mod tests {
     fn divergence_is_reported() {
         let (bert, support, labels, _, _) = setup();
         let mut c = config(AdaptMode::Full, 5);
-        c.lr = f64::INFINITY;
-        c.head_lr = f64::INFINITY;
+        c.lr = 1e30;
+        c.head_lr = 1e30;
         let e = adapt(&bert, support, &labels, 3, &c, |_, _| {}).unwrap_err();
         assert!(matches!(e, Error::Diverged { .. }), "{e}");
         assert!(e.to_string().contains("nothing was saved"), "{e}");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_before_any_step() {
+        let (bert, support, labels, _, _) = setup();
+        let n = bert.num_layers();
+        let cases: Vec<(fn(&mut AdaptConfig), &str)> = vec![
+            (|c| c.lr = f64::NAN, "lr = NaN"),
+            (|c| c.head_lr = f64::INFINITY, "head_lr = inf"),
+            (|c| c.scale = f64::NAN, "scale = NaN"),
+            (|c| c.scale = 0.0, "scale = 0"),
+            (|c| c.adapter_size = 0, "adapter_size = 0"),
+            (|c| c.batch_size = 0, "batch_size = 0"),
+            (|c| c.layers = 100, "layers = 100"),
+            (|c| c.layers = 0, "layers = 0"),
+        ];
+        for (change, want) in cases {
+            let mut c = config(AdaptMode::Adapters, 2);
+            change(&mut c);
+            let e = adapt(&bert, support.clone(), &labels, 3, &c, |_, _| {}).unwrap_err();
+            assert!(matches!(e, Error::Input(_)), "{want}: {e}");
+            assert!(e.to_string().contains(want), "{want}: {e}");
+        }
+        let mut c = config(AdaptMode::Adapters, 2);
+        c.layers = n;
+        assert!(adapt(&bert, support, &labels, 3, &c, |_, _| {}).is_ok());
     }
 
     #[test]

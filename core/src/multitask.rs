@@ -244,6 +244,7 @@ impl MultiTaskModel {
     /// its shape; anything missing, extra or mis-shaped is named.
     pub fn load_safetensors(&mut self, bytes: Vec<u8>, source: &str) -> Result<()> {
         let bytes = crate::checkpoint::widen_f16(bytes, source)?;
+        crate::checkpoint::check_finite(&bytes, source)?;
         let header = crate::checkpoint::read_header(&bytes, source)?;
         crate::checkpoint::add_stored_casing(&mut self.bert, &header, "bert.");
         let store = SafetensorsStore::from_bytes(Some(bytes))
@@ -276,6 +277,7 @@ impl MultiTaskModel {
         let is_head = |p: &str| p.starts_with("heads.") || p.starts_with("log_vars");
         let mut model = Self::new(bert, spec, device)?;
         let heads = convert_floats_where(bytes, FloatWidth::F32, source, is_head)?;
+        crate::checkpoint::check_finite(&heads, source)?;
         let store = SafetensorsStore::from_bytes(Some(heads));
         model.load_store(store, source, "head tensor(s)", is_head)?;
         Ok(model)
@@ -304,7 +306,10 @@ impl MultiTaskModel {
             .load_from(&mut store)
             .map_err(|e| fail(format!("cannot read tensors: {e}")))?;
         if let Some(e) = result.errors.first() {
-            return Err(fail(format!("{e:?}")));
+            return Err(fail(crate::checkpoint::apply_error_message(
+                e,
+                "do the label lists in tasks.json match these weights?",
+            )));
         }
         let missing: Vec<&str> = result
             .missing

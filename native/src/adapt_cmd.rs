@@ -21,7 +21,7 @@ use polytask_core::{BertInput, SentenceEncoder, data};
 use serde_json::json;
 
 use crate::backend::{self, BackendChoice};
-use crate::model_dir;
+use crate::{model_dir, output};
 
 /// One labelled text and where it came from (`FILE:LINE`).
 #[derive(Debug, Clone)]
@@ -161,7 +161,7 @@ impl AdaptFlags {
             steps: self.steps,
             lr: self.lr,
             head_lr: self.head_lr,
-            batch_size: self.batch_size.max(1),
+            batch_size: self.batch_size,
             layers: self.layers,
             adapter_size: self.adapter_size,
             scale: self.scale,
@@ -232,25 +232,13 @@ fn label_ids(examples: &[Labelled], labels: &[String]) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create", dir.display()))?;
-    }
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
+/// Whether `bytes` are a task file (what `adapt --out` may replace).
+fn is_task_file(bytes: &[u8]) -> bool {
+    read_task_meta(bytes, "").is_ok()
 }
 
 pub fn run_adapt(args: &AdaptArgs) -> Result<()> {
+    output::check_file_replaceable(&args.out, is_task_file)?;
     let support = read_labelled(&args.support, false)?;
     let labels: Vec<String> = match &args.labels {
         Some(l) => l.iter().map(|s| s.trim().to_string()).collect(),
@@ -326,11 +314,11 @@ pub fn run_adapt(args: &AdaptArgs) -> Result<()> {
         labels: labels.clone(),
         config,
         first: adapted.first,
-        base,
+        base: base.tensors,
         max_len: encoder.tokenizer.max_len(),
     };
     let bytes = save_task(&adapted.model, &meta)?;
-    write_atomic(&args.out, &bytes)?;
+    output::write_file_atomic(&args.out, &bytes, is_task_file)?;
     eprintln!(
         "adapted in {seconds:.2} s; wrote {} ({:.1} KiB)",
         args.out.display(),
@@ -360,7 +348,7 @@ pub fn load_task_model(
     let meta = read_task_meta(&bytes, &source)?;
     let dir = model_dir::resolve(model)?;
     let (mut encoder, base) = model_dir::load_with_id(&dir, device)?;
-    if base != meta.base {
+    if !base.matches(&meta.base) {
         bail!(
             "{source}: adapted from the encoder with weights {}, but {} has {base}; pass the \
              base it was adapted from with --model",
@@ -368,8 +356,9 @@ pub fn load_task_model(
             dir.display()
         );
     }
-    encoder.tokenizer.set_max_len(meta.max_len)?;
+    // load_task checks the file's max_len against the encoder before it is used.
     let (fewshot, meta) = load_task(&encoder.model, &bytes, &source)?;
+    encoder.tokenizer.set_max_len(meta.max_len)?;
     Ok((encoder, fewshot, meta))
 }
 
@@ -397,9 +386,6 @@ pub fn run_predict_task(
     let (encoder, fewshot, meta) = load_task_model(task, model, &selected.device)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
-        bail!("text {} is empty", i + 1);
-    }
     for chunk in texts.chunks(32) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let probs: Vec<f32> = fewshot

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use polytask_core::BertInput;
@@ -57,7 +57,9 @@ fn synthetic_input(batch: usize, seq: usize, vocab: usize, device: &Device) -> B
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            1000 + ((state >> 33) as usize % (vocab - 1000)) as i64
+            // Ordinary word pieces: above the special tokens of a BERT vocabulary.
+            let low = 1000.min(vocab / 2);
+            (low + (state >> 33) as usize % (vocab - low)) as i64
         })
         .collect();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, seq]), device);
@@ -80,6 +82,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     } else {
         args.backends.clone()
     };
+    if args.batch == 0 || args.steps == 0 {
+        bail!(
+            "--batch {} --steps {}: both must be at least 1",
+            args.batch,
+            args.steps
+        );
+    }
     let tokens = (args.batch * args.seq) as f64;
     let mut figures = Vec::new();
     for choice in choices {
@@ -87,6 +96,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         eprintln!("measuring on {}", selected.description);
         let (encoder, _) = model_dir::load(&dir, &selected.device)?;
         let vocab = encoder.config.vocab_size;
+        let positions = encoder.config.max_position_embeddings;
+        if !(1..=positions).contains(&args.seq) {
+            bail!(
+                "--seq {}: {} takes 1 to {positions} tokens per sentence \
+                 (max_position_embeddings in its config.json)",
+                args.seq,
+                dir.display()
+            );
+        }
 
         // Forward only, no autodiff: inference.
         let device = selected.device.clone();
@@ -156,7 +174,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .to_string()
             })
             .collect();
-        std::fs::write(path, lines.join("\n") + "\n")?;
+        crate::output::write_file_atomic(path, (lines.join("\n") + "\n").as_bytes(), |b| {
+            crate::output::is_json_lines_with(b, "ms_per_step")
+        })?;
     }
     Ok(())
 }

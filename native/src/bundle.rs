@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::adapt_cmd::{inputs, prediction_json};
 use crate::backend::{self, BackendChoice};
-use crate::{model_dir, run_dir};
+use crate::{model_dir, output, run_dir};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ExportArgs {
@@ -55,11 +55,13 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 pub fn export(args: &ExportArgs) -> Result<()> {
+    output::check_dir_replaceable(&args.out)?;
     let dir = model_dir::resolve(args.model.as_deref())?;
     let dir = run_dir::resolve(&dir).unwrap_or(dir);
     let weights = read(&dir.join("model.safetensors"))?;
-    let base = model_dir::weights_id(&weights);
     let source = dir.join("model.safetensors").display().to_string();
+    let id = model_dir::WeightsId::of(&weights, &source)?;
+    let base = id.tensors.clone();
     let width = if args.dtype == "f16" {
         FloatWidth::F16
     } else {
@@ -79,7 +81,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     for path in &args.tasks {
         let bytes = read(path)?;
         let meta = read_task_meta(&bytes, &path.display().to_string())?;
-        if meta.base != base {
+        if !id.matches(&meta.base) {
             bail!(
                 "{}: adapted from the encoder with weights {}, not from {} ({base})",
                 path.display(),
@@ -125,7 +127,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         .map(|(n, b)| (n.as_str(), b.as_slice()))
         .collect();
     all.push(("manifest.json", &manifest_json));
-    run_dir::write_dir_atomic(&args.out, &all)?;
+    output::write_dir_atomic(&args.out, &all)?;
     let total = manifest.total_bytes();
     eprintln!(
         "wrote {} ({} files, {:.1} MiB, weights {})",

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
 use polytask_core::bert::EncoderOutput;
 use polytask_core::episodes::EpisodeSampler;
@@ -277,7 +277,15 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
     classes.sort();
     classes.dedup();
     let mut json_out = match &args.json {
-        Some(p) => Some(std::fs::File::create(p)?),
+        Some(p) => {
+            crate::output::check_file_replaceable(p, |b| {
+                crate::output::is_json_lines_with(b, "method")
+            })?;
+            Some(
+                std::fs::File::create(p)
+                    .with_context(|| format!("{}: cannot create", p.display()))?,
+            )
+        }
         None => None,
     };
 

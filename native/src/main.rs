@@ -14,6 +14,7 @@ mod fetch;
 mod fewshot_cmd;
 mod meta_cmd;
 mod model_dir;
+mod output;
 mod predict_cmd;
 mod recipe;
 mod run_dir;
@@ -192,22 +193,24 @@ fn run(cli: Cli) -> Result<()> {
             cosine: pairs,
             batch_size,
         } => {
-            let sentences = if sentences.is_empty() {
-                read_stdin_lines()?
-            } else {
-                sentences
-            };
-            if sentences.is_empty() {
-                bail!("no sentences: give them as arguments or one per line on stdin");
+            let sentences = input_texts(&sentences)?;
+            if batch_size == 0 {
+                bail!("--batch-size 0: must be at least 1");
             }
             let dir = model_dir::resolve(model.model.as_deref())?;
             let selected = backend::select(model.backend)?;
             let (mut encoder, _) = model_dir::load(&dir, &selected.device)?;
             eprintln!("backend: {}", selected.description);
             if let Some(max_len) = model.max_len {
-                encoder
-                    .tokenizer
-                    .set_max_len(max_len.min(encoder.config.max_position_embeddings))?;
+                let positions = encoder.config.max_position_embeddings;
+                if max_len > positions {
+                    bail!(
+                        "--max-len {max_len}: {} takes at most {positions} word pieces \
+                         (max_position_embeddings in its config.json)",
+                        dir.display()
+                    );
+                }
+                encoder.tokenizer.set_max_len(max_len)?;
             }
             let pooling = match pooling {
                 PoolingArg::Mean => Pooling::Mean,
@@ -263,11 +266,34 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-pub(crate) fn read_stdin_lines() -> Result<Vec<String>> {
-    let mut lines = Vec::new();
-    for (n, line) in std::io::stdin().lock().lines().enumerate() {
-        // Every line is a sentence, blank ones too, so output line i answers input line i.
-        lines.push(line.with_context(|| format!("stdin line {}: not UTF-8 text", n + 1))?);
+/// The texts a command works on: its arguments, or else one per line of stdin. The one
+/// rule for every command: there must be at least one, and none may be empty or only
+/// white space (the error names the argument or line).
+pub(crate) fn input_texts(args: &[String]) -> Result<Vec<String>> {
+    let (texts, place) = if args.is_empty() {
+        let mut lines = Vec::new();
+        for (n, line) in std::io::stdin().lock().lines().enumerate() {
+            // Every line is a text, so output line i answers input line i.
+            lines.push(line.with_context(|| format!("stdin line {}: not UTF-8 text", n + 1))?);
+        }
+        (lines, "stdin line")
+    } else {
+        (args.to_vec(), "argument")
+    };
+    if texts.is_empty() {
+        bail!("no text: give it as arguments or one per line on stdin");
     }
-    Ok(lines)
+    check_texts(&texts, place)?;
+    Ok(texts)
+}
+
+/// Fails on the first text that is empty or only white space, naming it as `place N`.
+pub(crate) fn check_texts(texts: &[String], place: &str) -> Result<()> {
+    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+        bail!(
+            "{place} {}: the text is empty or only white space; every text needs at least one word",
+            i + 1
+        );
+    }
+    Ok(())
 }

@@ -29,7 +29,7 @@ use crate::adapt_cmd::{Labelled, inputs};
 use crate::backend::{self, BackendChoice};
 use crate::episode_data::{self, EpisodeDataArgs};
 use crate::train_cmd::Interrupted;
-use crate::{model_dir, run_dir};
+use crate::{model_dir, output};
 
 /// A meta-training recipe (`recipes/meta-*.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +166,8 @@ fn load_recipe(args: &MetaTrainArgs) -> Result<MetaRecipe> {
 
 pub fn run(args: &MetaTrainArgs) -> Result<()> {
     let recipe = load_recipe(args)?;
+    // Refuse an output that is not ours before hours of meta-training, not after.
+    output::check_dir_replaceable(Path::new(&recipe.out))?;
     let data = episode_data::load(&args.data)?;
     let selected = backend::select(args.backend)?;
     let init = (!recipe.init.is_empty()).then(|| PathBuf::from(&recipe.init));
@@ -330,7 +332,7 @@ fn save(
     }))?;
     let config = read("config.json")?;
     let tokenizer = read("tokenizer.json")?;
-    run_dir::write_dir_atomic(
+    output::write_dir_atomic(
         out,
         &[
             ("config.json", &config),

@@ -32,14 +32,7 @@ pub struct PredictArgs {
 }
 
 pub fn run(args: &PredictArgs) -> Result<()> {
-    let texts = if args.texts.is_empty() {
-        crate::read_stdin_lines()?
-    } else {
-        args.texts.clone()
-    };
-    if texts.is_empty() {
-        bail!("no text: give it as arguments or one per line on stdin");
-    }
+    let texts = crate::input_texts(&args.texts)?;
     if let Some(bundle) = &args.bundle {
         return crate::bundle::predict(bundle, &texts, args.backend);
     }

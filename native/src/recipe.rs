@@ -299,6 +299,34 @@ impl Recipe {
                 bail!("{file}: {field} must be > 0, got {v}");
             }
         }
+        if self.model.max_len < 3 {
+            bail!(
+                "{file}: model.max_len must be at least 3 ([CLS], one word piece, [SEP]), got {}",
+                self.model.max_len
+            );
+        }
+        let name_ok = !self.name.is_empty()
+            && self.name != "."
+            && self.name != ".."
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_alphanumeric() || "-_.".contains(c));
+        if !name_ok {
+            bail!(
+                "{file}: name = {:?}: a recipe's name is its output folder under runs/, so it \
+                 may hold only letters, digits, '-', '_' and '.' (give --out for another place)",
+                self.name
+            );
+        }
+        for (field, v) in [
+            ("train.weight_decay", t.weight_decay),
+            ("train.max_grad_norm", t.max_grad_norm),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("{file}: {field} must be ≥ 0 (0: off), got {v}");
+            }
+        }
         if !(0.0..1.0).contains(&t.warmup_ratio) {
             bail!(
                 "{file}: train.warmup_ratio must be in [0, 1), got {}",
@@ -346,6 +374,12 @@ impl Recipe {
             if !(task.weight.is_finite() && task.weight >= 0.0) {
                 bail!("{where_}: weight must be ≥ 0, got {}", task.weight);
             }
+        }
+        if self.tasks.iter().all(|task| task.weight == 0.0) {
+            bail!(
+                "{file}: every task has weight = 0, so the loss is 0 and nothing would train; \
+                 give at least one task a weight > 0"
+            );
         }
         if t.select_metric != "mean" {
             let Some((task, _)) = t.select_metric.split_once('.') else {

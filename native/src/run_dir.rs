@@ -9,12 +9,10 @@
 //! (resumable checkpoints also hold optimizer.safetensors and state.json)
 //! ```
 //!
-//! A directory is written whole or not at all: files go to `DIR.tmp`, each synced, then
-//! `DIR` is swapped for it with renames (`DIR` → `DIR.old`, `DIR.tmp` → `DIR`). A crash at
+//! It is written whole or not at all by [`crate::output::write_dir_atomic`]: a crash at
 //! any point leaves either the old or the new checkpoint readable; [`resolve`] finds it.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -22,57 +20,10 @@ use burn::tensor::Device;
 use polytask_core::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::{BertConfig, Tokenizer};
 
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let mut name = dir.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    dir.with_file_name(name)
-}
-
-fn sync_dir(dir: &Path) {
-    // Directory fsync makes the renames durable; not every filesystem allows it.
-    if let Ok(f) = fs::File::open(dir) {
-        let _ = f.sync_all();
-    }
-}
-
-/// Writes `files` as the directory `dir`, atomically replacing any previous one.
-pub fn write_dir_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
-    let tmp = sibling(dir, ".tmp");
-    let old = sibling(dir, ".old");
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).with_context(|| format!("{}: cannot remove", tmp.display()))?;
-    }
-    fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    for (name, bytes) in files {
-        let path = tmp.join(name);
-        if let Some(sub) = path.parent().filter(|p| *p != tmp) {
-            fs::create_dir_all(sub).with_context(|| format!("{}: cannot create", sub.display()))?;
-        }
-        let mut f = fs::File::create(&path)
-            .with_context(|| format!("{}: cannot create", path.display()))?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("{}: cannot write", path.display()))?;
-    }
-    sync_dir(&tmp);
-    if dir.exists() {
-        if old.exists() {
-            fs::remove_dir_all(&old)?;
-        }
-        fs::rename(dir, &old).with_context(|| format!("{}: cannot move aside", dir.display()))?;
-    }
-    fs::rename(&tmp, dir).with_context(|| format!("{}: cannot move into place", dir.display()))?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent);
-    }
-    if old.exists() {
-        fs::remove_dir_all(&old)?;
-    }
-    Ok(())
-}
+use crate::output::sibling;
 
 /// The readable checkpoint at `dir`: `dir` itself, or `dir.old` when a crash happened
-/// between the two renames of [`write_dir_atomic`].
+/// between the two renames of [`crate::output::write_dir_atomic`].
 pub fn resolve(dir: &Path) -> Option<PathBuf> {
     if dir.join("model.safetensors").is_file() {
         return Some(dir.to_path_buf());
@@ -146,20 +97,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(SavedModel, Tokenizer, PathB
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn atomic_write_replaces_whole_directories() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("last");
-        write_dir_atomic(&dir, &[("model.safetensors", b"one"), ("a", b"1")]).unwrap();
-        write_dir_atomic(&dir, &[("model.safetensors", b"two")]).unwrap();
-        assert_eq!(fs::read(dir.join("model.safetensors")).unwrap(), b"two");
-        assert!(
-            !dir.join("a").exists(),
-            "files of the old checkpoint are gone"
-        );
-        assert!(!sibling(&dir, ".tmp").exists() && !sibling(&dir, ".old").exists());
-    }
+    use crate::output::write_dir_atomic;
 
     #[test]
     fn a_crash_between_renames_leaves_the_old_checkpoint_readable() {
@@ -174,5 +112,6 @@ mod tests {
         // The next write cleans up and succeeds.
         write_dir_atomic(&dir, &[("model.safetensors", b"two")]).unwrap();
         assert_eq!(resolve(&dir).unwrap(), dir);
+        assert!(!sibling(&dir, ".tmp").exists() && !sibling(&dir, ".old").exists());
     }
 }

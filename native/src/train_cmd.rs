@@ -40,8 +40,8 @@ use crate::backend::{self, BackendChoice};
 use crate::corpus::{self, Source};
 use crate::evaluate;
 use crate::recipe::{DatasetName, Recipe};
-use crate::run_dir;
 use crate::{data_fetch, model_dir};
+use crate::{output, run_dir};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct TrainArgs {
@@ -258,6 +258,48 @@ pub fn score_split(
     Ok(all)
 }
 
+/// Fails before step 1 unless `select` (`mean` or `TASK.METRIC`) names a value that dev
+/// scoring produces: scores two dev examples of each corpus and looks it up, so the check
+/// can never disagree with the real evaluations.
+fn check_select_metric(
+    model: &MultiTaskModel,
+    sources: &[EncodedSource],
+    select: &str,
+    pad_id: u32,
+    device: &Device,
+) -> Result<()> {
+    let probe: Vec<EncodedSource> = sources
+        .iter()
+        .map(|s| EncodedSource {
+            tasks: s.tasks.clone(),
+            train: Vec::new(),
+            dev: s.dev.iter().take(2).cloned().collect(),
+            test: Vec::new(),
+        })
+        .collect();
+    let scores = score_split(model, &probe, false, 2, pad_id, device)?;
+    if evaluate::select(&scores, select).is_some() {
+        return Ok(());
+    }
+    let task = select.split_once('.').map_or(select, |(t, _)| t);
+    let known: Vec<String> = match scores.get(task) {
+        Some(Value::Object(m)) => m
+            .iter()
+            .filter(|(_, v)| v.is_number())
+            .map(|(k, _)| format!("{task}.{k}"))
+            .collect(),
+        _ => Vec::new(),
+    };
+    bail!(
+        "train.select_metric = {select:?}: dev scoring has no such value{}",
+        if known.is_empty() {
+            format!(" (task {task:?} has no dev examples)")
+        } else {
+            format!("; {task:?} has {}", known.join(", "))
+        }
+    )
+}
+
 fn append_line(path: &Path, value: &Value) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -301,6 +343,49 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// A new run starts only in a directory that does not exist or is empty: a run
+/// directory's `metrics.jsonl`, `last/` and `best/` are written over as it goes, so
+/// starting in one that holds anything would replace what is there.
+fn check_fresh_run_dir(out: &Path) -> Result<()> {
+    if run_dir::resolve(&out.join("last")).is_some() {
+        bail!(
+            "{} already holds a run; continue it with --resume, or choose another --out",
+            out.display()
+        );
+    }
+    let entries = match std::fs::read_dir(out) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            bail!(
+                "{}: exists and is a file, not a directory; choose another --out",
+                out.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot list", out.display())),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    let resumable = if names.iter().any(|n| n == "last") {
+        " (its last/ holds no model.safetensors, so it cannot be resumed either)"
+    } else {
+        ""
+    };
+    bail!(
+        "{}: exists and is not empty (holds {}){resumable}; a new run starts only in a new or \
+         empty directory, and nothing in it is replaced: choose another --out, or move those \
+         files away",
+        out.display(),
+        names.join(", ")
+    )
+}
+
 pub fn run(args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     let mut recipe = match &args.recipe {
@@ -327,16 +412,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name));
-    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
     let last_dir = out.join("last");
     let best_dir = out.join("best");
     let metrics_path = out.join("metrics.jsonl");
-    if !args.resume && run_dir::resolve(&last_dir).is_some() {
-        bail!(
-            "{} already holds a run; continue it with --resume, or choose another --out",
-            out.display()
-        );
+    if !args.resume {
+        check_fresh_run_dir(&out)?;
     }
+    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
 
     // Model files and data.
     let selected = backend::select(args.backend)?;
@@ -346,12 +428,21 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let config_json = std::fs::read_to_string(model_path.join("config.json"))?;
     let tokenizer_json = std::fs::read(model_path.join("tokenizer.json"))?;
     let mut tokenizer = encoder.tokenizer.clone();
-    tokenizer.set_max_len(
-        recipe
-            .model
-            .max_len
-            .min(encoder.config.max_position_embeddings),
-    )?;
+    let positions = encoder.config.max_position_embeddings;
+    if recipe.model.max_len > positions {
+        bail!(
+            "{}: model.max_len = {}, but {} takes at most {positions} word pieces \
+             (max_position_embeddings in its config.json)",
+            args.recipe
+                .as_ref()
+                .map_or("recipes/default.toml".into(), |p| p.display().to_string()),
+            recipe.model.max_len,
+            model_path.display()
+        );
+    }
+    tokenizer
+        .set_max_len(recipe.model.max_len)
+        .with_context(|| format!("model.max_len = {}", recipe.model.max_len))?;
     let sources = load_sources(&recipe, &args.data)?;
     let spec = build_spec(&recipe, &sources)?;
     let data = encode_sources(&sources, &spec, &tokenizer)?;
@@ -408,7 +499,6 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         truncate_metrics(&metrics_path, state.step)?;
         (saved.model.fork(&device).train(), optimizer, state)
     } else {
-        let _ = std::fs::remove_file(&metrics_path);
         // Head initialisation is seeded too: two runs of a recipe are the same run.
         base_device.seed(t.seed);
         let mut bert = encoder.model;
@@ -449,6 +539,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         };
         (model.fork(&device).train(), optimizer, state)
     };
+    check_select_metric(&model.valid(), &data, &t.select_metric, pad, &base_device)?;
 
     // Ctrl-C asks the loop to save and stop at the next step boundary.
     let stop = Arc::new(AtomicBool::new(false));
@@ -503,7 +594,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             serde_json::to_vec_pretty(state).expect("serialisable"),
         ));
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
-        run_dir::write_dir_atomic(&last_dir, &refs)
+        output::write_dir_atomic(&last_dir, &refs)
     };
 
     let bar = ProgressBar::new(total_steps).with_position(state.step);
@@ -640,7 +731,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 let files = files_for(&eval_model)?;
                 let refs: Vec<(&str, &[u8])> =
                     files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
-                run_dir::write_dir_atomic(&best_dir, &refs)?;
+                output::write_dir_atomic(&best_dir, &refs)?;
             }
         }
         if eval_now || (t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0) {
