@@ -181,33 +181,42 @@ fn embed_command_reproduces_published_similarity() {
 
 #[test]
 fn embed_command_reads_stdin_and_writes_unit_vectors() {
-    let mut child = Command::new(BIN)
-        .args(["embed", "--backend", "cpu", "--model"])
-        .arg(model_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"first line\n\nsecond line\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
+    let run = |input: &[u8]| {
+        let mut child = Command::new(BIN)
+            .args(["embed", "--backend", "cpu", "--model"])
+            .arg(model_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(b"first line\nsecond line\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // One output line per input line, the blank one included, in order.
-    assert_eq!(lines.len(), 3);
-    assert_eq!(lines[1]["text"], "");
-    assert_eq!(lines[2]["text"], "second line");
+    // One output line per input line, in order.
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["text"], "second line");
     let v: Vec<f64> = serde_json::from_value(lines[0]["embedding"].clone()).unwrap();
     let norm: f64 = v.iter().map(|x| x * x).sum::<f64>().sqrt();
     assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+
+    // A blank line has no embedding: refused, naming the line, as `predict` does.
+    let out = run(b"first line\n  \nsecond line\n");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stdin line 2"), "{err}");
+    assert!(out.stdout.is_empty());
 }
 
 /// A copy of the model directory with one file replaced (or removed, with `None`).
