@@ -46,7 +46,7 @@ pub struct ExportArgs {
     pub dtype: String,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
@@ -61,6 +61,8 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     let weights = read(&dir.join("model.safetensors"))?;
     let source = dir.join("model.safetensors").display().to_string();
     let id = model_dir::WeightsId::of(&weights, &source)?;
+    // A bundle that every reader would refuse is not written.
+    polytask_core::checkpoint::check_finite(&weights, &source)?;
     let base = id.tensors.clone();
     let width = if args.dtype == "f16" {
         FloatWidth::F16
@@ -148,15 +150,7 @@ pub struct Bundle {
 impl Bundle {
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("manifest.json");
-        let manifest: Manifest = serde_json::from_slice(&read(&path)?)
-            .with_context(|| format!("{}: not a bundle manifest", path.display()))?;
-        if manifest.format != BUNDLE_FORMAT {
-            bail!(
-                "{}: format {:?}, this build reads {BUNDLE_FORMAT:?}",
-                path.display(),
-                manifest.format
-            );
-        }
+        let manifest = Manifest::parse(&read(&path)?, &path.display().to_string())?;
         Ok(Bundle {
             manifest,
             dir: dir.to_path_buf(),

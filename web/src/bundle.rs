@@ -52,15 +52,7 @@ async fn fetch(url: &str) -> Result<Response, String> {
 pub async fn manifest(base: &str) -> Result<Manifest, String> {
     let url = format!("{base}/manifest.json");
     let bytes = response_bytes(fetch(&url).await?, &url).await?;
-    let m: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{url}: not a bundle manifest: {e}"))?;
-    if m.format != BUNDLE_FORMAT {
-        return Err(format!(
-            "{url}: format {:?}, this page reads {BUNDLE_FORMAT:?}",
-            m.format
-        ));
-    }
-    Ok(m)
+    Manifest::parse(&bytes, &url).map_err(|e| e.to_string())
 }
 
 fn check(entry: &FileEntry, bytes: &[u8], url: &str) -> Result<(), String> {
