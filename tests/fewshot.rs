@@ -197,8 +197,11 @@ fn bad_support_sets_and_task_files_are_refused_with_what_and_where() {
         "heldout.jsonl:7: label \"weather\" is not one of the task's labels",
     );
     write_jsonl(&d.join("heldout.jsonl"), HELD_OUT);
-    // A diverging adaptation is reported and nothing is written.
+    // A rate that is not a finite number is refused before any step; a finite one so
+    // large that the loss diverges is reported, and nothing is written either way.
     let o = adapt(d, &model, "full", &["--lr", "inf", "--head-lr", "inf"]);
+    expect_error(o, "lr = inf: must be a finite number");
+    let o = adapt(d, &model, "full", &["--lr", "1e30", "--head-lr", "1e30"]);
     expect_error(o, "diverged at step");
     assert!(!d.join("task-full.safetensors").exists());
     // A task used with another base encoder.
@@ -216,7 +219,7 @@ fn bad_support_sets_and_task_files_are_refused_with_what_and_where() {
         "cpu",
         "hello",
     ]);
-    expect_error(o, "adapted from the encoder with weights sha256:");
+    expect_error(o, "adapted from the encoder with weights tensors-sha256:");
     // A truncated task file.
     let bytes = std::fs::read(d.join("task-head.safetensors")).unwrap();
     std::fs::write(d.join("cut.safetensors"), &bytes[..bytes.len() / 2]).unwrap();

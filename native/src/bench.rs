@@ -39,6 +39,11 @@ pub struct BenchArgs {
     json: Option<PathBuf>,
 }
 
+/// A `--json` file this command wrote (JSON lines with `ms_per_step`).
+fn is_bench_file(bytes: &[u8]) -> bool {
+    crate::output::is_json_lines_with(bytes, "ms_per_step")
+}
+
 struct Figure {
     backend: String,
     mode: &'static str,
@@ -88,6 +93,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             args.batch,
             args.steps
         );
+    }
+    if let Some(path) = &args.json {
+        // Refused before minutes of measuring, not after.
+        crate::output::check_file_replaceable(path, is_bench_file)?;
     }
     let tokens = (args.batch * args.seq) as f64;
     let mut figures = Vec::new();
@@ -174,9 +183,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .to_string()
             })
             .collect();
-        crate::output::write_file_atomic(path, (lines.join("\n") + "\n").as_bytes(), |b| {
-            crate::output::is_json_lines_with(b, "ms_per_step")
-        })?;
+        crate::output::write_file_atomic(
+            path,
+            (lines.join("\n") + "\n").as_bytes(),
+            is_bench_file,
+        )?;
     }
     Ok(())
 }

@@ -343,6 +343,68 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// `--resume` found no checkpoint in `last`: succeeds (clearing `metrics.jsonl`) if `out`
+/// holds only what a run stopped before its first checkpoint
+/// wrote (metrics lines, a half-written `last.tmp`), so the run may start over; fails,
+/// naming what is there, otherwise.
+fn check_restartable(out: &Path, last: &Path) -> Result<()> {
+    let metrics = out.join("metrics.jsonl");
+    let entries = match std::fs::read_dir(out) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "--resume: {} does not exist; start a run without --resume",
+                out.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot list", out.display())),
+    };
+    let mut foreign = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("{}: cannot list", out.display()))?
+            .path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let ours = match name.as_ref() {
+            "metrics.jsonl" => std::fs::read(&path).is_ok_and(|b| {
+                // A line cut short by a kill is the last one, without its newline.
+                let whole = match b.iter().rposition(|&c| c == b'\n') {
+                    Some(i) => &b[..=i],
+                    None => &b[..0],
+                };
+                output::is_json_lines_with(whole, "step")
+            }),
+            "last.tmp" | "last.old" | "best.tmp" | "best.old" => {
+                output::why_not_replaceable(&path)?.is_none()
+            }
+            _ => false,
+        };
+        if !ours {
+            foreign.push(name.into_owned());
+        }
+    }
+    if !foreign.is_empty() {
+        foreign.sort();
+        bail!(
+            "--resume: {} holds no checkpoint, and {} holds what a run stopped before its \
+             first checkpoint does not leave ({}), so nothing is started over; choose another \
+             --out",
+            last.display(),
+            out.display(),
+            foreign.join(", ")
+        );
+    }
+    eprintln!(
+        "note: {} holds no checkpoint yet (the run stopped before its first one); starting \
+         it over from step 0",
+        out.display()
+    );
+    if metrics.exists() {
+        crate::fetch::write_atomic(&metrics, b"")?;
+    }
+    Ok(())
+}
+
 /// A new run starts only in a directory that does not exist or is empty: a run
 /// directory's `metrics.jsonl`, `last/` and `best/` are written over as it goes, so
 /// starting in one that holds anything would replace what is there.
@@ -408,6 +470,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     // The checkpoint keeps the recipe with every default spelled out and every path
     // absolute, so `eval` finds the data from anywhere and `--resume` can compare.
     let recipe_text = toml::to_string(&recipe).context("cannot serialise the recipe")?;
+    let recipe_file = args
+        .recipe
+        .as_ref()
+        .map_or("recipes/default.toml".into(), |p| p.display().to_string());
     let out = args
         .out
         .clone()
@@ -415,10 +481,15 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let last_dir = out.join("last");
     let best_dir = out.join("best");
     let metrics_path = out.join("metrics.jsonl");
+    // `--resume` of a run stopped before its first checkpoint starts it over, if the
+    // directory holds only what that run wrote.
+    let resume = args.resume && run_dir::resolve(&last_dir).is_some();
+    if args.resume && !resume {
+        check_restartable(&out, &last_dir)?;
+    }
     if !args.resume {
         check_fresh_run_dir(&out)?;
     }
-    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
 
     // Model files and data.
     let selected = backend::select(args.backend)?;
@@ -431,11 +502,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let positions = encoder.config.max_position_embeddings;
     if recipe.model.max_len > positions {
         bail!(
-            "{}: model.max_len = {}, but {} takes at most {positions} word pieces \
+            "{recipe_file}: model.max_len = {}, but {} takes at most {positions} word pieces \
              (max_position_embeddings in its config.json)",
-            args.recipe
-                .as_ref()
-                .map_or("recipes/default.toml".into(), |p| p.display().to_string()),
             recipe.model.max_len,
             model_path.display()
         );
@@ -461,7 +529,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let device = base_device.clone().autodiff();
 
     // Fresh start or resume.
-    let (mut model, mut optimizer, mut state) = if args.resume {
+    let (mut model, mut optimizer, mut state) = if resume {
         let Some(dir) = run_dir::resolve(&last_dir) else {
             bail!("--resume: {} holds no checkpoint", last_dir.display());
         };
@@ -539,7 +607,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         };
         (model.fork(&device).train(), optimizer, state)
     };
-    check_select_metric(&model.valid(), &data, &t.select_metric, pad, &base_device)?;
+    check_select_metric(&model.valid(), &data, &t.select_metric, pad, &base_device)
+        .with_context(|| recipe_file.clone())?;
+    // Every check passed: only now is anything written.
+    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
 
     // Ctrl-C asks the loop to save and stop at the next step boundary.
     let stop = Arc::new(AtomicBool::new(false));
