@@ -11,94 +11,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::tiny_model;
-
-/// Sentiment (sentence task) and names/places (token task) from templates.
-fn write_data(dir: &Path) {
-    let sent = |file: &str, n: usize, offset: usize| {
-        let pos = ["great", "good", "fine"];
-        let neg = ["bad", "awful", "boring"];
-        let things = ["movie", "film", "show"];
-        let mut lines = Vec::new();
-        for i in 0..n {
-            let k = i + offset;
-            let (word, label) = if k.is_multiple_of(2) {
-                (pos[k / 2 % 3], "positive")
-            } else {
-                (neg[k / 2 % 3], "negative")
-            };
-            let text = format!(
-                "the {} {} {word}",
-                things[k / 6 % 3],
-                ["is", "was"][k / 18 % 2]
-            );
-            lines.push(json!({"text": text, "label": label}).to_string());
-        }
-        std::fs::write(dir.join(file), lines.join("\n") + "\n").unwrap();
-    };
-    sent("sent_train.jsonl", 48, 0);
-    sent("sent_dev.jsonl", 12, 5);
-    let tok = |file: &str, n: usize, offset: usize| {
-        let people = ["alice", "bob", "carol"];
-        let places = ["paris", "london", "berlin"];
-        let verbs = ["visited", "met"];
-        let mut lines = Vec::new();
-        for i in 0..n {
-            let k = i + offset;
-            let (p, q) = (people[k % 3], places[k / 3 % 3]);
-            let (tokens, tags) = if k.is_multiple_of(2) {
-                (
-                    vec![p, verbs[k / 9 % 2], q, "today"],
-                    vec!["B-PER", "O", "B-LOC", "O"],
-                )
-            } else {
-                (
-                    vec!["yesterday", p, "went", "to", q],
-                    vec!["O", "B-PER", "O", "O", "B-LOC"],
-                )
-            };
-            lines.push(json!({"tokens": tokens, "tags": tags}).to_string());
-        }
-        std::fs::write(dir.join(file), lines.join("\n") + "\n").unwrap();
-    };
-    tok("tok_train.jsonl", 48, 0);
-    tok("tok_dev.jsonl", 12, 7);
-}
-
-fn recipe(dir: &Path, extra_train: &str) -> PathBuf {
-    let text = format!(
-        r#"name = "tiny"
-[model]
-path = "model"
-max_len = 16
-head_dropout = 0.1
-[train]
-epochs = 6
-batch_size = 8
-lr = 3e-3
-warmup_ratio = 0.1
-seed = 7
-eval_every = 12
-checkpoint_every = 4
-eval_batch_size = 16
-{extra_train}
-[[task]]
-name = "sentiment"
-dataset = "jsonl"
-train = "sent_train.jsonl"
-dev = "sent_dev.jsonl"
-test = "sent_dev.jsonl"
-[[task]]
-name = "ner"
-dataset = "jsonl"
-train = "tok_train.jsonl"
-dev = "tok_dev.jsonl"
-"#
-    );
-    let path = dir.join("recipe.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use common::{recipe, tiny_model, write_data};
 
 fn setup(extra_train: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -363,6 +276,77 @@ fn killed_and_interrupted_runs_leave_loadable_checkpoints() {
     let o = train(&recipe, &out, &["--resume"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_same_losses(&out, &reference, "Ctrl-C");
+}
+
+/// `kill -9` at random moments of a short run (20 by default; `POLYTASK_KILLS=N` and
+/// `POLYTASK_KILL_SEED=S` for a longer or another search, see scripts/kill-test.sh): after
+/// every kill `last/` is either absent or loads, and every run, resumed as often as it was
+/// killed, logs the same loss at every step as one that never was. Moments are drawn over
+/// the whole life of a process: start-up, the first step, checkpoint writes, evaluation.
+#[test]
+fn kill_9_at_random_moments_never_changes_the_losses() {
+    let kills: usize = std::env::var("POLYTASK_KILLS").map_or(20, |v| v.parse().unwrap());
+    let mut seed: u64 = std::env::var("POLYTASK_KILL_SEED").map_or(2026, |v| v.parse().unwrap());
+    eprintln!("POLYTASK_KILLS={kills} POLYTASK_KILL_SEED={seed}");
+    let (dir, recipe) = setup("");
+    let reference = dir.path().join("ref");
+    let start = Instant::now();
+    assert!(train(&recipe, &reference, &[]).status.success());
+    let life = start.elapsed();
+    let reference = step_losses(&reference);
+    let mut uniform = move || {
+        // xorshift64*: reproducible moments from the printed seed.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let (mut killed, mut runs) = (0, 0);
+    let mut out = dir.path().join("run0");
+    while killed < kills {
+        let mut c = train_command(&recipe, &out);
+        if out.exists() {
+            c.arg("--resume");
+        }
+        let mut child = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(life.mul_f64(0.4 * uniform()));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            killed += 1;
+            if out.join("last").exists() {
+                // Whatever the moment, the checkpoint is whole.
+                let o = run(&[
+                    "eval",
+                    out.join("last").to_str().unwrap(),
+                    "--split",
+                    "dev",
+                    "--backend",
+                    "cpu",
+                ]);
+                assert!(o.status.success(), "kill {killed}: {}", text(&o));
+            }
+            continue;
+        }
+        // The run finished before the kill: it must have succeeded, with the losses of
+        // the run that was never killed.
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_same_losses(&out, &reference, &format!("kills in {}", out.display()));
+        runs += 1;
+        out = dir.path().join(format!("run{runs}"));
+    }
+    if out.exists() {
+        let o = train(&recipe, &out, &["--resume"]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert_same_losses(&out, &reference, &format!("kills in {}", out.display()));
+        runs += 1;
+    }
+    eprintln!("{killed} kills over {runs} runs, every run with the reference losses");
 }
 
 #[test]

@@ -12,6 +12,8 @@ mod eval_cmd;
 mod evaluate;
 mod fetch;
 mod fewshot_cmd;
+#[cfg(test)]
+mod fuzz;
 mod meta_cmd;
 mod model_dir;
 mod output;

@@ -102,3 +102,92 @@ pub fn tiny_model(dir: &Path) {
     .unwrap();
     std::fs::write(dir.join("tokenizer.json"), tokenizer_json()).unwrap();
 }
+
+/// Sentiment (sentence task) and names/places (token task) from templates.
+pub fn write_data(dir: &Path) {
+    let sent = |file: &str, n: usize, offset: usize| {
+        let pos = ["great", "good", "fine"];
+        let neg = ["bad", "awful", "boring"];
+        let things = ["movie", "film", "show"];
+        let mut lines = Vec::new();
+        for i in 0..n {
+            let k = i + offset;
+            let (word, label) = if k.is_multiple_of(2) {
+                (pos[k / 2 % 3], "positive")
+            } else {
+                (neg[k / 2 % 3], "negative")
+            };
+            let text = format!(
+                "the {} {} {word}",
+                things[k / 6 % 3],
+                ["is", "was"][k / 18 % 2]
+            );
+            lines.push(json!({"text": text, "label": label}).to_string());
+        }
+        std::fs::write(dir.join(file), lines.join("\n") + "\n").unwrap();
+    };
+    sent("sent_train.jsonl", 48, 0);
+    sent("sent_dev.jsonl", 12, 5);
+    let tok = |file: &str, n: usize, offset: usize| {
+        let people = ["alice", "bob", "carol"];
+        let places = ["paris", "london", "berlin"];
+        let verbs = ["visited", "met"];
+        let mut lines = Vec::new();
+        for i in 0..n {
+            let k = i + offset;
+            let (p, q) = (people[k % 3], places[k / 3 % 3]);
+            let (tokens, tags) = if k.is_multiple_of(2) {
+                (
+                    vec![p, verbs[k / 9 % 2], q, "today"],
+                    vec!["B-PER", "O", "B-LOC", "O"],
+                )
+            } else {
+                (
+                    vec!["yesterday", p, "went", "to", q],
+                    vec!["O", "B-PER", "O", "O", "B-LOC"],
+                )
+            };
+            lines.push(json!({"tokens": tokens, "tags": tags}).to_string());
+        }
+        std::fs::write(dir.join(file), lines.join("\n") + "\n").unwrap();
+    };
+    tok("tok_train.jsonl", 48, 0);
+    tok("tok_dev.jsonl", 12, 7);
+}
+
+/// A two-task recipe (`sentiment`, `ner`) over [`write_data`]'s files and the tiny model
+/// in `model/`, with `extra_train` added to its `[train]` table.
+pub fn recipe(dir: &Path, extra_train: &str) -> PathBuf {
+    let text = format!(
+        r#"name = "tiny"
+[model]
+path = "model"
+max_len = 16
+head_dropout = 0.1
+[train]
+epochs = 6
+batch_size = 8
+lr = 3e-3
+warmup_ratio = 0.1
+seed = 7
+eval_every = 12
+checkpoint_every = 4
+eval_batch_size = 16
+{extra_train}
+[[task]]
+name = "sentiment"
+dataset = "jsonl"
+train = "sent_train.jsonl"
+dev = "sent_dev.jsonl"
+test = "sent_dev.jsonl"
+[[task]]
+name = "ner"
+dataset = "jsonl"
+train = "tok_train.jsonl"
+dev = "tok_dev.jsonl"
+"#
+    );
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
