@@ -759,7 +759,8 @@ fn task_files_are_untrusted() {
     };
     ok(&w.p("task.safetensors"), &w.p("model"));
     let long_text = vec!["the"; 2000].join(" ");
-    let hostile: &[(&str, fn(&mut Value), &[&str])] = &[
+    type Edit = fn(&mut Value);
+    let hostile: &[(&str, Edit, &[&str])] = &[
         (
             "max_len.safetensors",
             |m| m["max_len"] = json!(100000),

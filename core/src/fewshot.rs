@@ -953,7 +953,8 @@ pub(crate) mod tests {
     fn bad_settings_are_refused_before_any_step() {
         let (bert, support, labels, _, _) = setup();
         let n = bert.num_layers();
-        let cases: Vec<(fn(&mut AdaptConfig), &str)> = vec![
+        type Edit = fn(&mut AdaptConfig);
+        let cases: Vec<(Edit, &str)> = vec![
             (|c| c.lr = f64::NAN, "lr = NaN"),
             (|c| c.head_lr = f64::INFINITY, "head_lr = inf"),
             (|c| c.scale = f64::NAN, "scale = NaN"),
