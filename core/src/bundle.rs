@@ -65,7 +65,7 @@ impl Manifest {
             }
             if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(fail(format!(
-                    "{}: sha256 {:?} is not 64 hex digits",
+                    "file {:?}: sha256 {:?} is not 64 hex digits",
                     f.name, f.sha256
                 )));
             }
