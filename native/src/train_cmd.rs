@@ -366,7 +366,8 @@ fn check_restartable(out: &Path, last: &Path) -> Result<()> {
             .path();
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let ours = match name.as_ref() {
-            "metrics.jsonl" => std::fs::read(&path).is_ok_and(|b| {
+            // metrics.jsonl.part: the log being rewritten when the run was killed.
+            "metrics.jsonl" | "metrics.jsonl.part" => std::fs::read(&path).is_ok_and(|b| {
                 // A line cut short by a kill is the last one, without its newline.
                 let whole = match b.iter().rposition(|&c| c == b'\n') {
                     Some(i) => &b[..=i],
@@ -401,6 +402,11 @@ fn check_restartable(out: &Path, last: &Path) -> Result<()> {
     );
     if metrics.exists() {
         crate::fetch::write_atomic(&metrics, b"")?;
+    }
+    let part = out.join("metrics.jsonl.part");
+    if part.exists() {
+        std::fs::remove_file(&part)
+            .with_context(|| format!("{}: cannot remove", part.display()))?;
     }
     Ok(())
 }
