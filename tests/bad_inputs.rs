@@ -486,56 +486,39 @@ fn recipes_with_bad_values_name_the_file_and_field() {
 fn model_files_are_checked_at_load() {
     let w = World::new();
     let model = w.path("model");
+    let embed = |dir: &str, wants: &[&str]| {
+        w.refused(
+            &["embed", "--backend", "cpu", "--model", &w.p(dir), "hello"],
+            wants,
+        );
+    };
     // A header claiming a tensor of 2^62 × 8 floats.
     model_copy(&model, &w.path("huge"), |_| {
         let h = json!({"embeddings.word_embeddings.weight":
             {"dtype": "F32", "shape": [1u64 << 62, 8], "data_offsets": [0, 16]}});
         join_safetensors(h.as_object().unwrap(), &[0; 16])
     });
-    w.refused(
-        &[
-            "embed",
-            "--backend",
-            "cpu",
-            "--model",
-            &w.p("huge"),
-            "hello",
-        ],
-        &[&w.p("huge/model.safetensors")],
-    );
+    embed("huge", &[&w.p("huge/model.safetensors")]);
     // Offsets past the end of the file.
     model_copy(&model, &w.path("past"), |_| {
         let h = json!({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 1600]}});
         join_safetensors(h.as_object().unwrap(), &[0; 16])
     });
-    w.refused(
-        &[
-            "embed",
-            "--backend",
-            "cpu",
-            "--model",
-            &w.p("past"),
-            "hello",
-        ],
-        &[&w.p("past/model.safetensors")],
-    );
+    embed("past", &[&w.p("past/model.safetensors")]);
     // A header length larger than the file.
     model_copy(&model, &w.path("len"), |_| {
         let mut b = u64::MAX.to_le_bytes().to_vec();
         b.extend(b"{}");
         b
     });
-    w.refused(
-        &["embed", "--backend", "cpu", "--model", &w.p("len"), "hello"],
-        &[&w.p("len/model.safetensors")],
-    );
+    embed("len", &[&w.p("len/model.safetensors")]);
     // Non-finite weights are refused, naming the tensor.
     for (dir, value, shown) in [("nan", f32::NAN, "NaN"), ("inf", f32::INFINITY, "inf")] {
         model_copy(&model, &w.path(dir), |b| {
             fill_tensor(b, "embeddings.LayerNorm.weight", value)
         });
-        w.refused(
-            &["embed", "--backend", "cpu", "--model", &w.p(dir), "hello"],
+        embed(
+            dir,
             &[
                 &w.p(&format!("{dir}/model.safetensors")),
                 "embeddings.LayerNorm.weight",
@@ -550,23 +533,10 @@ fn model_files_are_checked_at_load() {
     ] {
         model_copy(&model, &w.path(dir), |b| b);
         std::fs::write(w.path(dir).join("config.json"), config).unwrap();
-        w.refused(
-            &["embed", "--backend", "cpu", "--model", &w.p(dir), "hello"],
-            &[want],
-        );
+        embed(dir, &[want]);
     }
     // No model at all.
-    w.refused(
-        &[
-            "embed",
-            "--backend",
-            "cpu",
-            "--model",
-            &w.p("nowhere"),
-            "hello",
-        ],
-        &[&w.p("nowhere")],
-    );
+    embed("nowhere", &[&w.p("nowhere")]);
 }
 
 #[test]

@@ -320,15 +320,7 @@ fn kill_9_at_random_moments_never_changes_the_losses() {
             killed += 1;
             if out.join("last").exists() {
                 // Whatever the moment, the checkpoint is whole.
-                let o = run(&[
-                    "eval",
-                    out.join("last").to_str().unwrap(),
-                    "--split",
-                    "dev",
-                    "--backend",
-                    "cpu",
-                ]);
-                assert!(o.status.success(), "kill {killed}: {}", text(&o));
+                dev_scores(&out.join("last"));
             }
             continue;
         }
@@ -404,15 +396,7 @@ fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
     assert!(msg.contains("Lower train.lr"), "{msg}");
     // Whatever checkpoint exists is loadable (never a half-written one).
     if out.join("last").exists() {
-        let o = run(&[
-            "eval",
-            out.join("last").to_str().unwrap(),
-            "--split",
-            "dev",
-            "--backend",
-            "cpu",
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
+        dev_scores(&out.join("last"));
     }
 }
 
