@@ -544,7 +544,7 @@ fn command_line_values_are_checked_up_front() {
     let w = World::new();
     let model = w.p("model");
     let bench = |flag: &str, value: &str, wants: &[&str]| {
-        let mut args = vec!["bench-encoder", "--model", &model, "--backends", "cpu"];
+        let mut args = vec!["bench-train", "--model", &model, "--backends", "cpu"];
         if flag != "--steps" {
             args.extend(["--steps", "1", "--warmup", "0"]);
         }

@@ -133,6 +133,18 @@ fn trains_evaluates_and_predicts() {
     let last = f32::from_bits(losses.last().unwrap().1);
     assert!(last < 0.3 * first, "loss {first} → {last}");
     assert!(text(&o).contains("sentiment"), "results table printed");
+    // Every step line carries the throughput of the steps so far; tokens outnumber
+    // examples (each example has [CLS], [SEP] and at least one word piece).
+    for line in std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+    {
+        let ex = line["examples_per_s"].as_f64().unwrap();
+        let tok = line["tokens_per_s"].as_f64().unwrap();
+        assert!(ex.is_finite() && ex > 0.0 && tok >= 3.0 * ex, "{line}");
+    }
 
     let best = out.join("best");
     let scores = dev_scores(&best);

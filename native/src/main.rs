@@ -74,8 +74,11 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
     },
-    /// Throughput of the encoder: forward, and forward+backward, on synthetic batches.
-    BenchEncoder(bench::BenchArgs),
+    /// Speed of a training step (encoder + sentence and token heads, backward, AdamW) and
+    /// of the encoder's forward pass, on synthetic batches; `bench/compare.sh` sets it
+    /// beside PyTorch.
+    #[command(alias = "bench-encoder")]
+    BenchTrain(bench::BenchArgs),
     /// Multi-task training from a recipe (recipes/*.toml); the default recipe without one.
     Train(train_cmd::TrainArgs),
     /// Score a saved model on the dev or test split of its recipe's data.
@@ -253,7 +256,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::BenchEncoder(args) => bench::run(&args),
+        Command::BenchTrain(args) => bench::run(&args),
         Command::Train(args) => train_cmd::run(&args),
         Command::Eval(args) => eval_cmd::run(&args),
         Command::Predict(args) => predict_cmd::run(&args),

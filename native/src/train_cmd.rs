@@ -683,7 +683,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     );
     let mut ema: Vec<Option<f32>> = vec![None; names.len()];
     let session_start = Instant::now();
+    // Throughput of the training steps alone (evaluation and checkpoints excluded).
     let mut seen_examples = 0usize;
+    let mut seen_tokens = 0usize;
+    let mut train_s = 0.0f64;
     let stop_at = args.max_steps.unwrap_or(u64::MAX).min(total_steps);
 
     while state.step < stop_at {
@@ -704,6 +707,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         let lr = linear_schedule(state.step, warmup, total_steps, t.lr);
         // Dropout masks depend only on (seed, step): a resumed run draws the same ones.
         device.seed(t.seed.wrapping_mul(0x9E37_79B9).wrapping_add(state.step));
+        let step_start = Instant::now();
         let (m, report) = train_step(
             model,
             &mut optimizer,
@@ -735,22 +739,28 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 );
             }
         };
+        train_s += step_start.elapsed().as_secs_f64();
         state.step += 1;
         seen_examples += items.len();
+        seen_tokens += items.iter().map(|e| e.encoding.ids.len()).sum::<usize>();
         for (t, l) in &report.per_task {
             ema[*t] = Some(ema[*t].map_or(*l, |e| 0.9 * e + 0.1 * l));
         }
-        let rate = seen_examples as f64 / session_start.elapsed().as_secs_f64();
+        let rate = seen_examples as f64 / train_s;
+        let token_rate = seen_tokens as f64 / train_s;
         let msg: Vec<String> = names
             .iter()
             .zip(&ema)
             .filter_map(|(n, e)| e.map(|e| format!("{n} {e:.3}")))
             .collect();
-        bar.set_message(format!("{} | {rate:.1} ex/s", msg.join(" ")));
+        bar.set_message(format!(
+            "{} | {rate:.1} ex/s, {token_rate:.0} tok/s",
+            msg.join(" ")
+        ));
         if bar.is_hidden() && state.step % 50 == 0 {
             // Logs (CI, nohup) get a plain line now and then instead of the bar.
             eprintln!(
-                "step {}/{} | {} | {rate:.1} ex/s | {:.0} s",
+                "step {}/{} | {} | {rate:.1} ex/s, {token_rate:.0} tok/s | {:.0} s",
                 state.step,
                 total_steps,
                 msg.join(" "),
@@ -770,6 +780,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                     "step": state.step, "epoch": state.step as f64 / steps_per_epoch as f64,
                     "lr": lr, "loss": report.loss, "task_loss": per_task,
                     "grad_norm": report.stats.grad_norm, "examples_per_s": rate,
+                    "tokens_per_s": token_rate,
                 }),
             )?;
         }
