@@ -26,6 +26,8 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{Activation, BertConfig};
@@ -174,6 +176,7 @@ impl BertSelfAttention {
     /// and a large negative number for padding. Returns `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let [batch, seq, hidden] = x.dims();
+        let autodiff = x.device().is_autodiff();
         let heads = |t: Tensor<3>| {
             t.reshape([batch, seq, self.num_heads, self.head_dim])
                 .swap_dims(1, 2)
@@ -182,12 +185,22 @@ impl BertSelfAttention {
         let k = heads(self.key.forward(x.clone()));
         let v = heads(self.value.forward(x));
         let scale = (self.head_dim as f64).sqrt().recip();
-        let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask_bias;
-        let probs = self.dropout.forward(softmax(scores, 3));
-        probs
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, hidden])
+        let context = if autodiff {
+            // Training: the explicit product, for attention dropout and the backward.
+            let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask_bias;
+            self.dropout.forward(softmax(scores, 3)).matmul(v)
+        } else {
+            // Inference (no dropout off an autodiff device): the backend's fused attention;
+            // on the CPU one tile per batch × head, scale + bias + softmax in one pass.
+            let options = AttentionModuleOptions {
+                scale: Some(scale),
+                softcap: None,
+                is_causal: false,
+            };
+            let bias = mask_bias.expand([batch, 1, seq, seq]);
+            attention(q, k, v, None, Some(bias), options)
+        };
+        context.swap_dims(1, 2).reshape([batch, seq, hidden])
     }
 }
 

@@ -67,6 +67,12 @@ impl ActivationOps<Flex> for Flex {
     }
 
     fn gelu(tensor: FloatTensor<Flex>) -> FloatTensor<Flex> {
+        // Polytask patch: f32 through the vectorised kernel (ops/gelu_f32.rs).
+        if tensor.dtype() == DType::F32 {
+            let mut t = tensor.into_contiguous();
+            crate::ops::gelu_f32::gelu_in_place(t.storage_mut::<f32>());
+            return t;
+        }
         // 0.5 * x * (1 + erf(x / sqrt(2)))
         use crate::ops::unary::{erf_f32, erf_f64};
         let sqrt2_f32: f32 = core::f32::consts::SQRT_2;
@@ -79,6 +85,20 @@ impl ActivationOps<Flex> for Flex {
     }
 
     fn gelu_backward(x: FloatTensor<Flex>, grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
+        // Polytask patch: f32 of equal shapes through the vectorised kernel
+        // (ops/gelu_f32.rs); broadcasting and other dtypes take flex's path below.
+        if x.dtype() == DType::F32
+            && grad.dtype() == DType::F32
+            && x.layout().shape() == grad.layout().shape()
+        {
+            let x = x.into_contiguous();
+            let mut g = grad.into_contiguous();
+            crate::ops::gelu_f32::gelu_backward_in_place(
+                x.storage::<f32>(),
+                g.storage_mut::<f32>(),
+            );
+            return g;
+        }
         // d/dx[gelu(x)] = 0.5 * (1 + erf(x/sqrt(2))) + x * (1/sqrt(2*pi)) * exp(-x^2/2)
         use crate::ops::unary::{erf_f32, erf_f64};
         let sqrt2_f32: f32 = core::f32::consts::SQRT_2;

@@ -43,7 +43,13 @@ impl FloatTensorOps<Flex> for Flex {
         let data = match dtype {
             FloatDType::F64 => TensorData::random::<f64, _, _>(shape, distribution, &mut rng),
             FloatDType::F32 | FloatDType::Flex32 => {
-                TensorData::random::<f32, _, _>(shape, distribution, &mut rng)
+                // Polytask patch: one sampler for the whole tensor, where
+                // `TensorData::random` builds one per element (dropout's masks spent
+                // as long building samplers as drawing); the same draws in the same order.
+                let n = shape.num_elements();
+                let mut sampler = distribution.sampler::<_, f32>(&mut rng);
+                let data: Vec<f32> = (0..n).map(|_| sampler.sample()).collect();
+                TensorData::new(data, shape)
             }
             FloatDType::F16 => TensorData::random::<f16, _, _>(shape, distribution, &mut rng),
             FloatDType::BF16 => TensorData::random::<bf16, _, _>(shape, distribution, &mut rng),

@@ -423,6 +423,29 @@ unsafe fn sgemm(
     one(m, n, out, lhs, rhs);
 }
 
+/// Polytask patch: `Some(())` when batch `b`'s rows start where batch `b - 1`'s would
+/// continue, i.e. the lhs `[B..., M, K]` is the view `[B·M, K]` with row stride
+/// `row_stride` (dims of size 1 carry any stride). A broadcast lhs batch dim (stride 0)
+/// does not fold.
+fn rows_continue_across_batches(
+    batch_shape: &[usize],
+    batch_strides: &[isize],
+    m: usize,
+    row_stride: isize,
+) -> Option<()> {
+    let mut expected = m as isize * row_stride;
+    for (&size, &stride) in batch_shape.iter().zip(batch_strides).rev() {
+        if size == 1 {
+            continue;
+        }
+        if stride != expected || m > 1 && row_stride == 0 {
+            return None;
+        }
+        expected *= size as isize;
+    }
+    Some(())
+}
+
 /// Batched matmul: [B..., M, K] x [B..., K, N] -> [B..., M, N]
 /// Supports broadcasting on batch dimensions and strided (non-contiguous) inputs.
 fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
@@ -466,6 +489,37 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
     let out_data: &mut [T] = output.storage_mut();
 
     let per_matrix_ops = m.saturating_mul(n).saturating_mul(k);
+
+    // Polytask patch: one matrix shared by every batch (a linear layer's weight, which
+    // burn's transform policy keeps batched when the rows per batch fill its tiles) and an
+    // lhs whose batches continue its rows with the same stride: run it as one
+    // [batch·M, K] x [K, N] product instead of `batch` calls that each re-pack the shared
+    // matrix (the packing was a fifth of a BERT training step).
+    if batch_size > 1
+        && rhs_batch_strides.iter().all(|&s| s == 0)
+        && let Some(()) =
+            rows_continue_across_batches(&broadcast_shape, &lhs_batch_strides, m, lhs_row_stride)
+    {
+        let rows = batch_size * m;
+        unsafe {
+            gemm_call::<T>(
+                rows,
+                n,
+                k,
+                out_data.as_mut_ptr(),
+                1,
+                n as isize,
+                lhs_data.as_ptr().offset(lhs_start),
+                lhs_col_stride,
+                lhs_row_stride,
+                rhs_data.as_ptr().offset(rhs_start),
+                rhs_col_stride,
+                rhs_row_stride,
+                get_parallelism(rows, n, k),
+            );
+        }
+        return output;
+    }
 
     // Closure: run gemm for one batch slice at the given pointers
     let run_one = |out_ptr: *mut T, b: usize, parallelism: gemm::Parallelism| {
@@ -1142,5 +1196,56 @@ mod tests {
         let values: Vec<f16> = result.into_data().try_into_vec().unwrap();
         let expected: Vec<f16> = expected.into_data().try_into_vec().unwrap();
         assert_eq!(values, expected);
+    }
+
+    /// Polytask patch: a shared rhs over batches, with an lhs that folds into rows
+    /// (contiguous) and one that does not (batch dims swapped), against a naive product.
+    #[test]
+    fn test_matmul_shared_rhs_folds_rows() {
+        let (b0, b1, m, k, n) = (3usize, 2usize, 5usize, 7usize, 4usize);
+        let lhs: Vec<f32> = (0..b0 * b1 * m * k)
+            .map(|i| ((i * 37 % 23) as f32) - 11.0)
+            .collect();
+        let rhs: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 13 % 17) as f32) * 0.5 - 4.0)
+            .collect();
+        let naive = |lhs: &[f32], rhs: &[f32]| {
+            let mut out = vec![0.0f32; b0 * b1 * m * n];
+            for b in 0..b0 * b1 {
+                for i in 0..m {
+                    for j in 0..n {
+                        out[(b * m + i) * n + j] = (0..k)
+                            .map(|p| lhs[(b * m + i) * k + p] * rhs[p * n + j])
+                            .sum();
+                    }
+                }
+            }
+            out
+        };
+        let rhs_t = || FlexTensor::from_data(TensorData::new(rhs.clone(), [1, 1, k, n]));
+        let folded = Flex::float_matmul(
+            FlexTensor::from_data(TensorData::new(lhs.clone(), [b0, b1, m, k])),
+            rhs_t(),
+        );
+        assert_eq!(folded.layout().shape().to_vec(), vec![b0, b1, m, n]);
+        let folded: Vec<f32> = folded.into_data().try_into_vec().unwrap();
+        assert_eq!(folded, naive(&lhs, &rhs));
+
+        // Stored as [b1, b0, m, k] and viewed as [b0, b1, m, k]: the batches do not
+        // continue each other's rows, so the per-batch path runs.
+        let mut stored = vec![0.0f32; lhs.len()];
+        for x in 0..b0 {
+            for y in 0..b1 {
+                let src = (x * b1 + y) * m * k;
+                let dst = (y * b0 + x) * m * k;
+                stored[dst..dst + m * k].copy_from_slice(&lhs[src..src + m * k]);
+            }
+        }
+        let view = FlexTensor::from_data(TensorData::new(stored, [b1, b0, m, k])).transpose(0, 1);
+        let out: Vec<f32> = Flex::float_matmul(view, rhs_t())
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+        assert_eq!(out, naive(&lhs, &rhs));
     }
 }

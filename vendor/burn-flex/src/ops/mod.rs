@@ -106,6 +106,8 @@ pub mod fft;
 pub mod flip;
 mod float;
 pub mod gather_scatter;
+// Polytask patch: vectorised f32 GELU (PATCHES.md).
+pub mod gelu_f32;
 pub mod grid_sample;
 mod int;
 pub mod interpolate;
