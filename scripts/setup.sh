@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for building and testing Polytask:
-# Mesa's Vulkan driver (wgpu without a GPU), Debian's Chromium (browser tests), the
+# Mesa's Vulkan driver (wgpu without a GPU), Debian's Chromium (browser tests), OpenBLAS
+# (the native CPU backend's matrix products), the
 # Python packages of the numpy reference, and the web tool chain. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,7 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 need=()
 dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need+=(mesa-vulkan-drivers)
 dpkg -s chromium >/dev/null 2>&1 || need+=(chromium)
+dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"

@@ -1,8 +1,48 @@
 //! GFLOP/s of matrixmultiply::sgemm, one thread, per matmul shape of a BERT training step
 //! (hidden 384, FFN 1536, 12 heads of 32, 2048 tokens). `^T`: that operand is a transposed
-//! view, as burn passes it.
+//! view, as burn passes it. With `--features openblas` (Debian `libopenblas-dev`) each shape
+//! also runs through OpenBLAS's `cblas_sgemm`: split in row halves over two threads with
+//! OpenBLAS single-threaded, and as one call with OpenBLAS's own two threads.
 
 use std::time::Instant;
+
+#[cfg(feature = "openblas")]
+mod blas {
+    #[link(name = "openblas")]
+    extern "C" {
+        pub fn openblas_set_num_threads(n: i32);
+        #[allow(clippy::too_many_arguments)]
+        pub fn cblas_sgemm(
+            order: i32,
+            ta: i32,
+            tb: i32,
+            m: i32,
+            n: i32,
+            k: i32,
+            alpha: f32,
+            a: *const f32,
+            lda: i32,
+            b: *const f32,
+            ldb: i32,
+            beta: f32,
+            c: *mut f32,
+            ldc: i32,
+        );
+    }
+    pub const ROW_MAJOR: i32 = 101;
+    pub const NO_TRANS: i32 = 111;
+    pub const TRANS: i32 = 112;
+}
+
+/// Seconds per call of `f`, after one warm-up call.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let t = Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    t.elapsed().as_secs_f64() / reps as f64
+}
 
 // (name, m, k, n, lhs transposed, rhs transposed)
 fn main() {
@@ -109,17 +149,65 @@ fn main() {
         };
         let mut rates = Vec::new();
         for threads in [1, 2] {
-            run(&mut c, threads);
-            let t = Instant::now();
-            for _ in 0..reps {
-                run(&mut c, threads);
-            }
-            let s = t.elapsed().as_secs_f64() / reps as f64;
+            let s = time(reps, || run(&mut c, threads));
             rates.push(flops / s / 1e9);
         }
         println!(
             "{name:40} {:7.1} GFLOP/s on 1 thread, {:7.1} on 2",
             rates[0], rates[1]
         );
+        #[cfg(feature = "openblas")]
+        {
+            // Row-major: a transposed operand is the same buffer read with the other flag.
+            let (ta, lda) = if at {
+                (blas::TRANS, m)
+            } else {
+                (blas::NO_TRANS, k)
+            };
+            let (tb, ldb) = if bt {
+                (blas::TRANS, k)
+            } else {
+                (blas::NO_TRANS, n)
+            };
+            let call = |c: &mut [f32], rows: usize, row0: usize| unsafe {
+                let a0 = if at { row0 } else { row0 * k };
+                blas::cblas_sgemm(
+                    blas::ROW_MAJOR,
+                    ta,
+                    tb,
+                    rows as i32,
+                    n as i32,
+                    k as i32,
+                    1.0,
+                    a.as_ptr().add(a0),
+                    lda as i32,
+                    b.as_ptr(),
+                    ldb as i32,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as i32,
+                );
+            };
+            unsafe { blas::openblas_set_num_threads(1) };
+            let one = time(reps, || call(&mut c, m, 0));
+            let half = m.div_ceil(2);
+            let split = time(reps, || {
+                std::thread::scope(|s| {
+                    for (i, c) in c.chunks_mut(half * n).enumerate() {
+                        let rows = c.len() / n;
+                        s.spawn(move || call(c, rows, i * half));
+                    }
+                })
+            });
+            unsafe { blas::openblas_set_num_threads(2) };
+            let own = time(reps, || call(&mut c, m, 0));
+            println!(
+                "{:40} {:7.1} GFLOP/s on 1 thread, {:7.1} on 2 (split), {:7.1} on 2 (its own)",
+                "  openblas",
+                flops / one / 1e9,
+                flops / split / 1e9,
+                flops / own / 1e9
+            );
+        }
     }
 }

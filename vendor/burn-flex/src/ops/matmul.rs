@@ -232,6 +232,28 @@ fn batch_elem_offset(b: usize, broadcast_shape: &[usize], elem_strides: &[isize]
 // Generic gemm-based matmul (f32, f64, f16)
 // ============================================================================
 
+/// Polytask patch: the output of a product whose kernel writes every element (beta 0, the
+/// destination never read), allocated without the zero-fill of `FlexTensor::empty`: that
+/// fill was a whole extra pass over each product's output (~5% of a BERT training step).
+/// `write` gets the buffer's address and must initialise all `shape.num_elements()`
+/// elements. An empty inner dimension (`k == 0`) writes nothing, so it gets zeros.
+fn product_output<T: GemmScalar>(shape: Shape, k: usize, write: impl FnOnce(*mut T)) -> FlexTensor {
+    let len = shape.num_elements();
+    if k == 0 || len == 0 {
+        return FlexTensor::zeros(shape, T::dtype());
+    }
+    let mut buf: Vec<T> = Vec::with_capacity(len);
+    write(buf.as_mut_ptr());
+    // SAFETY: `write` initialised all `len` elements (every gemm call of a product covers
+    // its whole output block with beta 0).
+    unsafe { buf.set_len(len) };
+    FlexTensor::new(
+        Bytes::from_elems(buf),
+        Layout::contiguous(shape),
+        T::dtype(),
+    )
+}
+
 fn matmul_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     let lhs_rank = lhs.layout().shape().num_dims();
     let rhs_rank = rhs.layout().shape().num_dims();
@@ -261,17 +283,14 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     let rhs_ptr = unsafe { rhs_data.as_ptr().add(rhs.layout().start_offset()) };
 
     let out_shape = Shape::from(vec![m, n]);
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
-    let out_data: &mut [T] = output.storage_mut();
-
     let parallelism = get_parallelism(m, n, k);
 
-    unsafe {
+    product_output::<T>(out_shape, k, |out| unsafe {
         gemm_call(
             m,
             n,
             k,
-            out_data.as_mut_ptr(),
+            out,
             1,
             n as isize,
             lhs_ptr,
@@ -282,9 +301,7 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
             rhs_row_stride,
             parallelism,
         );
-    }
-
-    output
+    })
 }
 
 /// Strided gemm call for one matrix. Wraps `gemm::gemm` with GemmScalar zero/one.
@@ -358,7 +375,9 @@ unsafe fn gemm_call<T: GemmScalar>(
 /// run as independent single-threaded sgemm calls; matrixmultiply's own thread pool is
 /// not used, so calls made from inside rayon tasks (the batch-parallel path) never nest
 /// two pools. On the CPUs measured (Xeon with AVX-512, EPYC with AVX2) this gives 2–3×
-/// the throughput of gemm 0.19 for the shapes of a BERT layer.
+/// the throughput of gemm 0.19 for the shapes of a BERT layer. With the `openblas` feature
+/// each block goes to OpenBLAS's `cblas_sgemm` instead (`blas_f32.rs`), matrixmultiply
+/// keeping the layouts cblas cannot express.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm(
     m: usize,
@@ -376,6 +395,12 @@ unsafe fn sgemm(
     parallel: bool,
 ) {
     let one = |m: usize, n: usize, out: *mut f32, lhs: *const f32, rhs: *const f32| unsafe {
+        #[cfg(feature = "openblas")]
+        if super::blas_f32::sgemm(
+            m, n, k, out, out_rs, out_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
+        ) {
+            return;
+        }
         matrixmultiply::sgemm(
             m, k, n, 1.0, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, 0.0, out, out_rs, out_cs,
         );
@@ -423,27 +448,29 @@ unsafe fn sgemm(
     one(m, n, out, lhs, rhs);
 }
 
-/// Polytask patch: `Some(())` when batch `b`'s rows start where batch `b - 1`'s would
-/// continue, i.e. the lhs `[B..., M, K]` is the view `[B·M, K]` with row stride
-/// `row_stride` (dims of size 1 carry any stride). A broadcast lhs batch dim (stride 0)
-/// does not fold.
+/// Polytask patch: whether batch `b`'s rows start where batch `b - 1`'s would continue,
+/// i.e. the lhs `[B..., M, K]` is the view `[B·M, K]` with row stride `row_stride` (dims of
+/// size 1 carry any stride). A broadcast lhs (row or batch stride 0) does not fold.
 fn rows_continue_across_batches(
     batch_shape: &[usize],
     batch_strides: &[isize],
     m: usize,
     row_stride: isize,
-) -> Option<()> {
+) -> bool {
+    if m > 1 && row_stride == 0 {
+        return false;
+    }
     let mut expected = m as isize * row_stride;
     for (&size, &stride) in batch_shape.iter().zip(batch_strides).rev() {
         if size == 1 {
             continue;
         }
-        if stride != expected || m > 1 && row_stride == 0 {
-            return None;
+        if stride != expected {
+            return false;
         }
         expected *= size as isize;
     }
-    Some(())
+    true
 }
 
 /// Batched matmul: [B..., M, K] x [B..., K, N] -> [B..., M, N]
@@ -480,117 +507,114 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
     out_dims.push(n);
     let out_shape = Shape::from(out_dims);
 
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
-
     let lhs_data: &[T] = lhs.storage();
     let rhs_data: &[T] = rhs.storage();
     let lhs_start = lhs.layout().start_offset() as isize;
     let rhs_start = rhs.layout().start_offset() as isize;
-    let out_data: &mut [T] = output.storage_mut();
 
-    let per_matrix_ops = m.saturating_mul(n).saturating_mul(k);
+    // Polytask patch: written in place of a zero-filled output (`product_output`).
+    product_output::<T>(out_shape, k, |out_data: *mut T| {
+        let per_matrix_ops = m.saturating_mul(n).saturating_mul(k);
 
-    // Polytask patch: one matrix shared by every batch (a linear layer's weight, which
-    // burn's transform policy keeps batched when the rows per batch fill its tiles) and an
-    // lhs whose batches continue its rows with the same stride: run it as one
-    // [batch·M, K] x [K, N] product instead of `batch` calls that each re-pack the shared
-    // matrix (the packing was a fifth of a BERT training step).
-    if batch_size > 1
-        && rhs_batch_strides.iter().all(|&s| s == 0)
-        && let Some(()) =
-            rows_continue_across_batches(&broadcast_shape, &lhs_batch_strides, m, lhs_row_stride)
-    {
-        let rows = batch_size * m;
-        unsafe {
-            gemm_call::<T>(
-                rows,
-                n,
-                k,
-                out_data.as_mut_ptr(),
-                1,
-                n as isize,
-                lhs_data.as_ptr().offset(lhs_start),
-                lhs_col_stride,
-                lhs_row_stride,
-                rhs_data.as_ptr().offset(rhs_start),
-                rhs_col_stride,
-                rhs_row_stride,
-                get_parallelism(rows, n, k),
-            );
-        }
-        return output;
-    }
-
-    // Closure: run gemm for one batch slice at the given pointers
-    let run_one = |out_ptr: *mut T, b: usize, parallelism: gemm::Parallelism| {
-        let lhs_off = lhs_start + batch_elem_offset(b, &broadcast_shape, &lhs_batch_strides);
-        let rhs_off = rhs_start + batch_elem_offset(b, &broadcast_shape, &rhs_batch_strides);
-        unsafe {
-            gemm_call::<T>(
-                m,
-                n,
-                k,
-                out_ptr,
-                1,
-                n as isize,
-                lhs_data.as_ptr().offset(lhs_off),
-                lhs_col_stride,
-                lhs_row_stride,
-                rhs_data.as_ptr().offset(rhs_off),
-                rhs_col_stride,
-                rhs_row_stride,
-                parallelism,
-            );
-        }
-    };
-
-    // Strategy:
-    // 1. Large matrices: let gemm parallelize internally
-    // 2. Small matrices, large batch: parallelize batch loop
-    // 3. Small total work: single-threaded
-    #[cfg(feature = "rayon")]
-    {
-        let total_ops = batch_size.saturating_mul(per_matrix_ops);
-        let prefer_batch_parallel = batch_size >= 4 && total_ops >= BATCH_PARALLEL_THRESHOLD;
-
-        if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
-            let parallelism = gemm::Parallelism::Rayon(0);
-            for b in 0..batch_size {
-                run_one(out_data[b * out_matrix_size..].as_mut_ptr(), b, parallelism);
+        // Polytask patch: one matrix shared by every batch (a linear layer's weight, which
+        // burn's transform policy keeps batched when the rows per batch fill its tiles) and an
+        // lhs whose batches continue its rows with the same stride: run it as one
+        // [batch·M, K] x [K, N] product instead of `batch` calls that each re-pack the shared
+        // matrix (the packing was a fifth of a BERT training step).
+        if batch_size > 1
+            && rhs_batch_strides.iter().all(|&s| s == 0)
+            && rows_continue_across_batches(&broadcast_shape, &lhs_batch_strides, m, lhs_row_stride)
+        {
+            let rows = batch_size * m;
+            unsafe {
+                gemm_call::<T>(
+                    rows,
+                    n,
+                    k,
+                    out_data,
+                    1,
+                    n as isize,
+                    lhs_data.as_ptr().offset(lhs_start),
+                    lhs_col_stride,
+                    lhs_row_stride,
+                    rhs_data.as_ptr().offset(rhs_start),
+                    rhs_col_stride,
+                    rhs_row_stride,
+                    get_parallelism(rows, n, k),
+                );
             }
-        } else if total_ops >= BATCH_PARALLEL_THRESHOLD && batch_size > 1 {
-            use rayon::prelude::*;
+            return;
+        }
 
-            out_data
-                .par_chunks_mut(out_matrix_size)
-                .enumerate()
-                .for_each(|(b, out_chunk)| {
-                    run_one(out_chunk.as_mut_ptr(), b, gemm::Parallelism::None);
+        // Closure: run gemm for one batch slice at the given pointers
+        let run_one = |out_ptr: *mut T, b: usize, parallelism: gemm::Parallelism| {
+            let lhs_off = lhs_start + batch_elem_offset(b, &broadcast_shape, &lhs_batch_strides);
+            let rhs_off = rhs_start + batch_elem_offset(b, &broadcast_shape, &rhs_batch_strides);
+            unsafe {
+                gemm_call::<T>(
+                    m,
+                    n,
+                    k,
+                    out_ptr,
+                    1,
+                    n as isize,
+                    lhs_data.as_ptr().offset(lhs_off),
+                    lhs_col_stride,
+                    lhs_row_stride,
+                    rhs_data.as_ptr().offset(rhs_off),
+                    rhs_col_stride,
+                    rhs_row_stride,
+                    parallelism,
+                );
+            }
+        };
+
+        // Strategy:
+        // 1. Large matrices: let gemm parallelize internally
+        // 2. Small matrices, large batch: parallelize batch loop
+        // 3. Small total work: single-threaded
+        #[cfg(feature = "rayon")]
+        {
+            let total_ops = batch_size.saturating_mul(per_matrix_ops);
+            let prefer_batch_parallel = batch_size >= 4 && total_ops >= BATCH_PARALLEL_THRESHOLD;
+
+            if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
+                let parallelism = gemm::Parallelism::Rayon(0);
+                for b in 0..batch_size {
+                    run_one(unsafe { out_data.add(b * out_matrix_size) }, b, parallelism);
+                }
+            } else if total_ops >= BATCH_PARALLEL_THRESHOLD && batch_size > 1 {
+                use rayon::prelude::*;
+
+                // The address crosses threads as an integer; each batch writes its own block.
+                let out_addr = out_data as usize;
+                (0..batch_size).into_par_iter().for_each(|b| unsafe {
+                    let out = (out_addr as *mut T).add(b * out_matrix_size);
+                    run_one(out, b, gemm::Parallelism::None);
                 });
-        } else {
+            } else {
+                for b in 0..batch_size {
+                    run_one(
+                        unsafe { out_data.add(b * out_matrix_size) },
+                        b,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        }
+
+        #[cfg(not(feature = "rayon"))]
+        {
+            let _ = per_matrix_ops;
             for b in 0..batch_size {
                 run_one(
-                    out_data[b * out_matrix_size..].as_mut_ptr(),
+                    unsafe { out_data.add(b * out_matrix_size) },
                     b,
                     gemm::Parallelism::None,
                 );
             }
         }
-    }
-
-    #[cfg(not(feature = "rayon"))]
-    {
-        let _ = per_matrix_ops;
-        for b in 0..batch_size {
-            run_one(
-                out_data[b * out_matrix_size..].as_mut_ptr(),
-                b,
-                gemm::Parallelism::None,
-            );
-        }
-    }
-
-    output
+    })
 }
 
 // ============================================================================

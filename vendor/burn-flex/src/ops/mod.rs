@@ -91,6 +91,9 @@ pub(crate) fn float_storage_as_f32(tensor: &FlexTensor) -> Cow<'_, [f32]> {
 pub mod activation;
 pub mod attention;
 pub mod binary;
+// Polytask patch: f32 products through OpenBLAS, native only (PATCHES.md).
+#[cfg(feature = "openblas")]
+mod blas_f32;
 mod bool;
 pub mod cat;
 pub mod comparison;
