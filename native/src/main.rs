@@ -165,11 +165,16 @@ fn main() -> ExitCode {
 /// glibc's defaults serve those from fresh `mmap`s and hand freed memory back to the
 /// kernel, so every step page-faults and zero-fills its buffers again (a sixth of a
 /// training step's time in the profile in docs/RESULTS.md, "CPU speed"). Heap allocation
-/// up to 32 MiB and a 1 GiB trim threshold keep freed buffers for reuse.
+/// up to 32 MiB and a 1 GiB trim threshold keep freed buffers for reuse. 32 MiB is the
+/// largest threshold glibc takes, and the word embeddings' gradient and AdamW moments
+/// (30522 × 384 floats, 47 MB each) are above it: with `mmap` allowed at all, each of their
+/// per-step buffers was a fresh mapping again (half of a step's page faults), so large
+/// blocks come from the heap too (M_MMAP_MAX 0; glibc still maps when the heap can't grow).
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
     unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);

@@ -42,6 +42,13 @@ pub mod ops;
 #[doc(hidden)]
 pub mod simd;
 
+/// Polytask patch: the kernel behind f32 matrix products in this build (PATCHES.md).
+pub const F32_MATMUL_KERNEL: &str = if cfg!(openblas) {
+    "OpenBLAS"
+} else {
+    "matrixmultiply"
+};
+
 pub use backend::{Flex, FlexDevice};
 pub use layout::Layout;
 pub use qtensor::FlexQTensor;

@@ -1,5 +1,6 @@
-//! Polytask patch: f32 matrix products through OpenBLAS's `cblas_sgemm` (feature `openblas`,
-//! native builds only; see PATCHES.md). On the 2-core machines measured, OpenBLAS's
+//! Polytask patch: f32 matrix products through OpenBLAS's `cblas_sgemm` (feature `openblas`
+//! on a machine that has the library: `cfg(openblas)`, set and linked by build.rs; native
+//! builds only; see PATCHES.md). On the 2-core machines measured, OpenBLAS's
 //! run-time-selected kernels (SkylakeX with AVX-512, Haswell/Zen with AVX2) run a BERT
 //! layer's products well above matrixmultiply's. Called single-threaded per block: flex's
 //! rayon split (`matmul::sgemm`) decides the parallelism, so OpenBLAS's own threads are set
@@ -7,7 +8,7 @@
 
 use core::ffi::c_int;
 
-#[link(name = "openblas")]
+// Linked by build.rs (`cargo::rustc-link-lib=openblas`).
 unsafe extern "C" {
     fn openblas_set_num_threads(n: c_int);
     #[allow(clippy::too_many_arguments)]

@@ -395,7 +395,7 @@ unsafe fn sgemm(
     parallel: bool,
 ) {
     let one = |m: usize, n: usize, out: *mut f32, lhs: *const f32, rhs: *const f32| unsafe {
-        #[cfg(feature = "openblas")]
+        #[cfg(openblas)]
         if super::blas_f32::sgemm(
             m, n, k, out, out_rs, out_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
         ) {

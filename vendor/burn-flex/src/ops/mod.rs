@@ -92,7 +92,7 @@ pub mod activation;
 pub mod attention;
 pub mod binary;
 // Polytask patch: f32 products through OpenBLAS, native only (PATCHES.md).
-#[cfg(feature = "openblas")]
+#[cfg(openblas)]
 mod blas_f32;
 mod bool;
 pub mod cat;
