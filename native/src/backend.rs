@@ -42,21 +42,13 @@ pub fn has_gpu() -> bool {
     adapters().iter().any(is_gpu)
 }
 
-/// What runs the CPU backend's f32 matrix products: OpenBLAS where the build found it
-/// (feature `openblas`, the default), else matrixmultiply.
-fn f32_matmul_kernel() -> &'static str {
-    #[cfg(feature = "openblas")]
-    return burn_flex::F32_MATMUL_KERNEL;
-    #[cfg(not(feature = "openblas"))]
-    "matrixmultiply"
-}
-
 fn cpu() -> Selected {
     Selected {
         device: Device::flex(),
         description: format!(
             "cpu (burn flex, {} matmuls, {} threads)",
-            f32_matmul_kernel(),
+            // OpenBLAS where the build found it (feature `openblas`, the default).
+            burn_flex::F32_MATMUL_KERNEL,
             std::thread::available_parallelism().map_or(1, |n| n.get())
         ),
     }

@@ -36,12 +36,7 @@ fn main() {
     }
     match found {
         Some(dir) => {
-            if custom.as_ref() == Some(dir)
-                || dir.starts_with("/opt")
-                || dir.starts_with("/usr/local/opt")
-            {
-                println!("cargo::rustc-link-search=native={}", dir.display());
-            }
+            println!("cargo::rustc-link-search=native={}", dir.display());
             println!("cargo::rustc-link-lib=openblas");
             println!("cargo::rustc-cfg=openblas");
         }
