@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use burn::tensor::{DType, Device, Gradients, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::read_header;
@@ -172,7 +172,11 @@ impl ModuleMapper for UpdateMapper<'_> {
             config: c,
         };
         let flat = value.reshape([n]);
-        let (new, m, v) = if device == Device::flex() {
+        // One pass in host memory on the CPU backend, for f32 state (what the models here
+        // train in); the tensor form everywhere else.
+        let on_host = device == Device::flex()
+            && [&flat, &g, &m, &v].iter().all(|t| t.dtype() == DType::F32);
+        let (new, m, v) = if on_host {
             if let Some(scale) = &self.grad_scale_tensor {
                 k.grad_scale *= scale.clone().into_scalar::<f32>() as f64;
             }
@@ -264,7 +268,7 @@ fn update_on_host(
         f(1.0 - k.decay),
     );
     let decays = k.decay != 0.0;
-    let all_f32 = "AdamW state and gradients are f32";
+    let all_f32 = "update_on_host takes f32 tensors (checked by the caller)";
     let g = g.as_slice::<f32>().expect(all_f32);
     let ps = p.as_mut_slice::<f32>().expect(all_f32);
     let ms = m.as_mut_slice::<f32>().expect(all_f32);
