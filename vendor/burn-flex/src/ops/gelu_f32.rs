@@ -101,15 +101,18 @@ fn gelu_grad_body(x: &[f32], g: &mut [f32]) {
 
 macro_rules! multiversion {
     ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
+        multiversion!($name, $body, ($($arg: $ty),*) -> ());
+    };
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        fn $name($($arg: $ty),*) -> $ret {
             #[cfg(all(target_arch = "x86_64", feature = "std"))]
             {
                 #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($arg: $ty),*) {
+                unsafe fn avx512($($arg: $ty),*) -> $ret {
                     $body($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
+                unsafe fn avx2($($arg: $ty),*) -> $ret {
                     $body($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") {
@@ -128,7 +131,42 @@ macro_rules! multiversion {
     };
 }
 
+/// Lanes of partial sums in [`exp_sum_body`]: a multiple of every vector width here.
+const LANES: usize = 16;
+
+#[inline(always)]
+fn exp_shifted(x: f32, shift: f32) -> f32 {
+    let x = x - shift;
+    // exp clamps below -87.3; a softmax needs exp(-inf) (a masked score) to be 0.
+    if x < -87.3 { 0.0 } else { exp(x) }
+}
+
+#[inline(always)]
+fn exp_sum_body(row: &mut [f32], shift: f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (lane, x) in lanes.iter_mut().zip(chunk.iter_mut()) {
+            *x = exp_shifted(*x, shift);
+            *lane += *x;
+        }
+    }
+    let mut sum = 0.0;
+    for x in chunks.into_remainder() {
+        *x = exp_shifted(*x, shift);
+        sum += *x;
+    }
+    lanes.iter().sum::<f32>() + sum
+}
+
 multiversion!(gelu_serial, gelu_body, (xs: &mut [f32]));
+multiversion!(exp_sum_serial, exp_sum_body, (row: &mut [f32], shift: f32) -> f32);
+
+/// `row[i] = exp(row[i] − shift)`, returning the sum (a softmax row's numerators and
+/// denominator; `shift` is the row's maximum). Vectorised like GELU; summed in 16 lanes.
+pub fn exp_sum(row: &mut [f32], shift: f32) -> f32 {
+    exp_sum_serial(row, shift)
+}
 multiversion!(gelu_grad_serial, gelu_grad_body, (x: &[f32], g: &mut [f32]));
 
 /// `xs[i] = gelu(xs[i])`.
@@ -188,6 +226,24 @@ mod tests {
         assert!(worst < 4e-7, "max relative error {worst}");
         assert_eq!(exp(0.0), 1.0);
         assert_eq!(exp(-1000.0), exp(-87.3));
+    }
+
+    #[test]
+    fn exp_sum_matches_libm_and_zeroes_masked_scores() {
+        let mut row: Vec<f32> = (0..37).map(|i| i as f32 * 0.7 - 20.0).collect();
+        row[5] = f32::NEG_INFINITY;
+        let shift = 5.2;
+        let want: Vec<f32> = row.iter().map(|&x| libm::expf(x - shift)).collect();
+        let sum = exp_sum(&mut row, shift);
+        assert_eq!(row[5], 0.0);
+        for (got, want) in row.iter().zip(&want) {
+            assert!((got - want).abs() <= 4e-7 * want, "{got} against {want}");
+        }
+        let want_sum: f32 = want.iter().sum();
+        assert!(
+            (sum - want_sum).abs() <= 1e-6 * want_sum,
+            "{sum} against {want_sum}"
+        );
     }
 
     #[test]
