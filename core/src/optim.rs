@@ -174,8 +174,8 @@ impl ModuleMapper for UpdateMapper<'_> {
         let flat = value.reshape([n]);
         // One pass in host memory on the CPU backend, for f32 state (what the models here
         // train in); the tensor form everywhere else.
-        let on_host = device == Device::flex()
-            && [&flat, &g, &m, &v].iter().all(|t| t.dtype() == DType::F32);
+        let on_host =
+            device == Device::flex() && [&flat, &g, &m, &v].iter().all(|t| t.dtype() == DType::F32);
         let (new, m, v) = if on_host {
             if let Some(scale) = &self.grad_scale_tensor {
                 k.grad_scale *= scale.clone().into_scalar::<f32>() as f64;
