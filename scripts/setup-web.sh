@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
 # Installs the web tool chain where the project finds it ($POLYTASK_TOOLS, default
-# ~/.cache/polytask/tools): the wasm target, trunk 0.21.14, wasm-bindgen-cli at the
-# lockfile's version, wasm-opt from npm binaryen@132, and playwright-core for the browser
-# tests. Idempotent: what is there already is kept.
+# ~/.cache/polytask/tools): the wasm target, wasm-bindgen-cli at the lockfile's version,
+# wasm-opt from npm binaryen@132, and playwright-core for the browser tests
+# (scripts/build-web.sh builds the site with them). Idempotent: what is there already is
+# kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${POLYTASK_TOOLS:-${POLYTASK_CACHE:-$HOME/.cache/polytask}/tools}"
 mkdir -p "$TOOLS/bin"
 rustup target add wasm32-unknown-unknown >/dev/null
-if ! "$TOOLS/bin/trunk" --version 2>/dev/null | grep -q "0.21.14"; then
-  cargo install trunk --version 0.21.14 --locked --root "$TOOLS"
-fi
 WB_VERSION=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print}' Cargo.lock)
 if ! "$TOOLS/bin/wasm-bindgen" --version 2>/dev/null | grep -q "$WB_VERSION"; then
   # Not --locked: one of its locked dependencies was yanked.

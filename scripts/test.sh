@@ -27,8 +27,8 @@ step "fetch the pretrained model (idempotent)"
 cargo run --quiet --bin core-train -- fetch-model
 step "rust tests"
 cargo test
-step "web app for wasm (trunk)"
-trunk build
+step "web app for wasm"
+bash scripts/build-web.sh
 step "browser tests"
 POLYTASK_MODEL_DIR="${POLYTASK_MODEL_DIR:-$POLYTASK_CACHE/models/sentence-transformers__all-MiniLM-L6-v2}" \
   NODE_PATH="$TOOLS/node_modules" node --test --test-concurrency=1 tests/browser/

@@ -1,5 +1,5 @@
 // Browser end-to-end tests of the static site, on WebGPU (software adapter) and on the
-// CPU backend (no WebGPU). Run: node --test tests/browser/ (after `trunk build`).
+// CPU backend (no WebGPU). Run: node --test tests/browser/ (after `bash scripts/build-web.sh`).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -25,7 +25,7 @@ const SENTENCES = [
 
 let site;
 before(async () => {
-  assert.ok(fs.existsSync(path.join(DIST, 'index.html')), 'run `trunk build` first');
+  assert.ok(fs.existsSync(path.join(DIST, 'index.html')), 'run `bash scripts/build-web.sh` first');
   site = await serve(DIST);
 });
 after(() => site?.close());

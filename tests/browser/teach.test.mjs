@@ -8,7 +8,7 @@
 // and a damaged bundle.
 // On both backends: WebGPU (software adapter, asked for with ?backend=webgpu) and CPU (no
 // WebGPU); and a WebGPU device lost mid-run.
-// Needs POLYTASK_MODEL_DIR and a built core-train (cargo build) and site (trunk build).
+// Needs POLYTASK_MODEL_DIR and a built core-train (cargo build) and site (bash scripts/build-web.sh).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -33,7 +33,7 @@ let site;
 let native;
 before(async () => {
   if (SKIP) return;
-  assert.ok(fs.existsSync(path.join(DIST, 'index.html')), 'run `trunk build` first');
+  assert.ok(fs.existsSync(path.join(DIST, 'index.html')), 'run `bash scripts/build-web.sh` first');
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'polytask-bundle-'));
   const run = path.join(tmp, 'snips-small');
   coreTrain(['train', 'tests/browser/fixtures/snips-small.toml', '--backend', 'cpu', '--out', run]);

@@ -1,4 +1,4 @@
-//! Functions exported to JavaScript (`window.wasmBindings` under trunk), used by the
+//! Functions exported to JavaScript (`window.wasmBindings`, set by the loader in www/index.html), used by the
 //! browser tests to check that the core behaves in wasm exactly as it does natively.
 
 use polytask_core::Tokenizer;
