@@ -7,6 +7,7 @@ use burn_backend::{
     ops::{FloatTensorOps, GridSampleOptions, IntTensorOps},
     tensor::{BoolTensor, Device, FloatTensor, IntTensor},
 };
+use burn_std::rand::RngExt;
 use burn_std::{Bytes, IntDType, Shape, Slice, bf16, f16};
 use num_traits::{Float, ToPrimitive};
 
@@ -42,6 +43,18 @@ impl FloatTensorOps<Flex> for Flex {
         let mut rng = seed.take().unwrap_or_else(crate::backend::get_seeded_rng);
         let data = match dtype {
             FloatDType::F64 => TensorData::random::<f64, _, _>(shape, distribution, &mut rng),
+            FloatDType::F32 | FloatDType::Flex32
+                if matches!(distribution, Distribution::Bernoulli(_)) =>
+            {
+                // Polytask patch: Bernoulli tensors (dropout masks) from a counter-based
+                // generator keyed by one draw of the backend's generator (bernoulli_f32.rs).
+                let Distribution::Bernoulli(p) = distribution else {
+                    unreachable!()
+                };
+                let mut data = vec![0.0f32; shape.num_elements()];
+                crate::ops::bernoulli_f32::bernoulli_fill(&mut data, p, rng.random());
+                TensorData::new(data, shape)
+            }
             FloatDType::F32 | FloatDType::Flex32 => {
                 // Polytask patch: one sampler for the whole tensor, where
                 // `TensorData::random` builds one per element (dropout's masks spent

@@ -109,7 +109,9 @@ pub mod fft;
 pub mod flip;
 mod float;
 pub mod gather_scatter;
-// Polytask patch: vectorised f32 GELU (PATCHES.md).
+// Polytask patch: counter-based f32 Bernoulli masks (PATCHES.md).
+mod bernoulli_f32;
+// Polytask patch: vectorised f32 GELU and exp (PATCHES.md).
 pub mod gelu_f32;
 pub mod grid_sample;
 mod int;
