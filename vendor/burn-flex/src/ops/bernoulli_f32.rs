@@ -9,6 +9,7 @@
 //! `p · 2³²`. The loop vectorises and large tensors are split over the rayon pool; the
 //! result does not depend on the number of threads.
 
+use super::gelu_f32::multiversion;
 #[cfg(feature = "rayon")]
 use rayon::prelude::*;
 
@@ -38,31 +39,8 @@ fn fill_body(out: &mut [f32], key: u64, first: u64, threshold: u64) {
     }
 }
 
-#[cfg(all(target_arch = "x86_64", feature = "std"))]
-fn fill_serial(out: &mut [f32], key: u64, first: u64, threshold: u64) {
-    #[target_feature(enable = "avx512f")]
-    unsafe fn avx512(out: &mut [f32], key: u64, first: u64, threshold: u64) {
-        fill_body(out, key, first, threshold)
-    }
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2(out: &mut [f32], key: u64, first: u64, threshold: u64) {
-        fill_body(out, key, first, threshold)
-    }
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F.
-        return unsafe { avx512(out, key, first, threshold) };
-    }
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { avx2(out, key, first, threshold) };
-    }
-    fill_body(out, key, first, threshold)
-}
-
-#[cfg(not(all(target_arch = "x86_64", feature = "std")))]
-fn fill_serial(out: &mut [f32], key: u64, first: u64, threshold: u64) {
-    fill_body(out, key, first, threshold)
-}
+// AVX-512 / AVX2 / baseline copies of `fill_body`, picked at run time.
+multiversion!(fill_serial, fill_body, (out: &mut [f32], key: u64, first: u64, threshold: u64));
 
 /// `p · 2³²` (2³² for p = 1, so every draw is below it). Panics, as rand's `Bernoulli`
 /// does, for p outside [0, 1].

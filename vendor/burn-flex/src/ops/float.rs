@@ -43,26 +43,23 @@ impl FloatTensorOps<Flex> for Flex {
         let mut rng = seed.take().unwrap_or_else(crate::backend::get_seeded_rng);
         let data = match dtype {
             FloatDType::F64 => TensorData::random::<f64, _, _>(shape, distribution, &mut rng),
-            FloatDType::F32 | FloatDType::Flex32
-                if matches!(distribution, Distribution::Bernoulli(_)) =>
-            {
-                // Polytask patch: Bernoulli tensors (dropout masks) from a counter-based
-                // generator keyed by one draw of the backend's generator (bernoulli_f32.rs).
-                let Distribution::Bernoulli(p) = distribution else {
-                    unreachable!()
-                };
-                let mut data = vec![0.0f32; shape.num_elements()];
-                crate::ops::bernoulli_f32::bernoulli_fill(&mut data, p, rng.random());
-                TensorData::new(data, shape)
-            }
             FloatDType::F32 | FloatDType::Flex32 => {
-                // Polytask patch: one sampler for the whole tensor, where
-                // `TensorData::random` builds one per element (dropout's masks spent
-                // as long building samplers as drawing); the same draws in the same order.
-                let n = shape.num_elements();
-                let mut sampler = distribution.sampler::<_, f32>(&mut rng);
-                let data: Vec<f32> = (0..n).map(|_| sampler.sample()).collect();
-                TensorData::new(data, shape)
+                if let Distribution::Bernoulli(p) = distribution {
+                    // Polytask patch: Bernoulli tensors (dropout masks) from a counter-based
+                    // generator keyed by one draw of the backend's generator
+                    // (bernoulli_f32.rs).
+                    let mut data = vec![0.0f32; shape.num_elements()];
+                    crate::ops::bernoulli_f32::bernoulli_fill(&mut data, p, rng.random());
+                    TensorData::new(data, shape)
+                } else {
+                    // Polytask patch: one sampler for the whole tensor, where
+                    // `TensorData::random` builds one per element; the same draws in the
+                    // same order.
+                    let n = shape.num_elements();
+                    let mut sampler = distribution.sampler::<_, f32>(&mut rng);
+                    let data: Vec<f32> = (0..n).map(|_| sampler.sample()).collect();
+                    TensorData::new(data, shape)
+                }
             }
             FloatDType::F16 => TensorData::random::<f16, _, _>(shape, distribution, &mut rng),
             FloatDType::BF16 => TensorData::random::<bf16, _, _>(shape, distribution, &mut rng),

@@ -164,6 +164,8 @@ macro_rules! multiversion {
         }
     };
 }
+// Also used by the Bernoulli fill (bernoulli_f32.rs).
+pub(crate) use multiversion;
 
 /// Lanes of partial sums in [`exp_sum_body`]: a multiple of every vector width here.
 const LANES: usize = 16;
