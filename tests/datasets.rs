@@ -2,7 +2,7 @@
 //! problem and gives the sizes documented upstream (../shared/data/README.md).
 //! The mirror is `$POLYTASK_DATA_MIRROR`, else `../shared/data` beside the checkout.
 
-use polytask_core::data::{self, JsonlExamples};
+use polytask_core::data::formats::{self, JsonlExamples};
 
 mod common;
 use common::mirror;
@@ -11,7 +11,7 @@ fn read(rel: &str) -> (String, String) {
     let path = mirror().join(rel);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let name = path.display().to_string();
-    let text = data::decode(&bytes, &name).unwrap().to_string();
+    let text = formats::decode(&bytes, &name).unwrap().to_string();
     (text, name)
 }
 
@@ -19,7 +19,7 @@ fn read(rel: &str) -> (String, String) {
 fn conll2003_sizes() {
     for (split, n) in [("train", 14041), ("valid", 3250), ("test", 3453)] {
         let (text, name) = read(&format!("conll2003/{split}.txt"));
-        let s = data::parse_conll(&text, &name).unwrap();
+        let s = formats::parse_conll(&text, &name).unwrap();
         assert_eq!(s.len(), n, "{split}");
         assert!(s.iter().all(|e| e.tokens.len() == e.tags.len()));
     }
@@ -32,7 +32,7 @@ fn snips_and_atis_sizes() {
             let [a, b, c] =
                 ["seq.in", "seq.out", "label"].map(|f| read(&format!("{corpus}/{split}/{f}")));
             let (tokens, sentences) =
-                data::parse_seq_label((&a.0, &a.1), (&b.0, &b.1), (&c.0, &c.1)).unwrap();
+                formats::parse_seq_label((&a.0, &a.1), (&b.0, &b.1), (&c.0, &c.1)).unwrap();
             assert_eq!((tokens.len(), sentences.len()), (n, n), "{corpus} {split}");
         }
     }
@@ -48,13 +48,13 @@ fn clinc150_sizes_and_domains() {
         ("oos_test", 1000),
     ] {
         assert_eq!(
-            data::parse_clinc(&text, &name, split).unwrap().len(),
+            formats::parse_clinc(&text, &name, split).unwrap().len(),
             n,
             "{split}"
         );
     }
     let (text, name) = read("clinc150/domains.json");
-    let domains = data::parse_clinc_domains(&text, &name).unwrap();
+    let domains = formats::parse_clinc_domains(&text, &name).unwrap();
     assert_eq!(domains.len(), 10);
     assert!(domains.iter().all(|(_, intents)| intents.len() == 15));
 }
@@ -63,7 +63,11 @@ fn clinc150_sizes_and_domains() {
 fn sst2_sizes() {
     for (split, n) in [("train", 67349), ("dev", 872), ("test", 1821)] {
         let (text, name) = read(&format!("sst2/{split}.tsv"));
-        assert_eq!(data::parse_sst2(&text, &name).unwrap().len(), n, "{split}");
+        assert_eq!(
+            formats::parse_sst2(&text, &name).unwrap().len(),
+            n,
+            "{split}"
+        );
     }
 }
 
@@ -77,7 +81,7 @@ fn generic_jsonl_round_trip_of_a_real_sample() {
         .take(50)
         .map(|(t, l)| serde_json::json!({"text": t.trim(), "label": l}).to_string() + "\n")
         .collect();
-    match data::parse_jsonl(&jsonl, &name).unwrap() {
+    match formats::parse_jsonl(&jsonl, &name).unwrap() {
         JsonlExamples::Sentences(s) => assert_eq!(s.len(), 50),
         other => panic!("expected sentences, got {other:?}"),
     }

@@ -1,40 +1,34 @@
-//! Polytask core: a BERT encoder with Hugging Face parameter names, its tokenizer,
-//! checkpoint loading and pooling; task heads, losses, samplers, AdamW and metrics for
-//! multi-task training. Runs on any burn device chosen at run time, natively
-//! and in wasm; no filesystem, network or threads here.
+//! Polytask core: multi-task learning, few-shot adaptation and meta-learning on a
+//! pretrained BERT encoder. Runs on any burn device chosen at run time, natively and in
+//! wasm; no filesystem, network or threads here.
+//!
+//! | folder | what lives there |
+//! |---|---|
+//! | [`model`] | the encoder (Hugging Face names), its config, casing, pooling, tasks, the multi-task model and its heads |
+//! | [`data`] | dataset parsers, tokenizer, features and batches, training samplers, few-shot episodes |
+//! | [`train`] | losses, AdamW and its schedule, the multi-task training step |
+//! | [`eval`] | metrics, IOB2 tag decoding, prediction and its decoding for people |
+//! | [`fewshot`] | adaptation from a few examples (prototypes, adapters, top blocks) and meta-learning |
+//! | [`io`] | file formats as bytes: safetensors checkpoints, bundle manifests, task files |
+//!
+//! [`error`] is the one error type; [`rng`] the seeded generator whose state fits a checkpoint.
 
-pub mod bert;
-pub mod bundle;
-pub mod casing;
-pub mod checkpoint;
-pub mod config;
 pub mod data;
-pub mod episodes;
 pub mod error;
-pub mod features;
+pub mod eval;
 pub mod fewshot;
-pub mod loss;
-pub mod meta;
-pub mod metrics;
-pub mod multitask;
-pub mod optim;
-pub mod pooling;
-pub mod predict;
+pub mod io;
+pub mod model;
 pub mod rng;
-pub mod sampler;
-pub mod sentence;
-pub mod tagging;
-pub mod task;
-pub mod tokenizer;
-pub mod trainer;
+pub mod train;
 
-pub use bert::{BertInput, BertModel, EncoderOutput};
-pub use checkpoint::LoadReport;
-pub use config::{Activation, BertConfig};
+pub use data::tokenizer::{Batch, Encoding, Tokenizer};
 pub use error::{Error, Result};
-pub use pooling::Pooling;
-pub use sentence::{ModelFiles, SentenceEncoder, cosine};
-pub use tokenizer::{Batch, Encoding, Tokenizer};
+pub use io::checkpoint::LoadReport;
+pub use model::bert::{BertInput, BertModel, EncoderOutput};
+pub use model::config::{Activation, BertConfig};
+pub use model::pooling::Pooling;
+pub use model::sentence::{ModelFiles, SentenceEncoder, cosine};
 
 /// Re-export of burn so that dependents use the exact same version.
 pub use burn;

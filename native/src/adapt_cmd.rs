@@ -3,7 +3,7 @@
 //!
 //! Support sets come in the generic JSON-lines format (`{"text": ..., "label": ...}` per
 //! line) or as a SNIPS/ATIS-style pair of files (`seq.in` with a sibling `label`). The task
-//! file holds only the adapted parameters (see `polytask_core::fewshot`); the base encoder
+//! file holds only the adapted parameters (see `polytask_core::fewshot::adapt`); the base encoder
 //! is named by the sha256 of its weights, and predicting with another base is refused.
 
 use std::collections::BTreeMap;
@@ -13,11 +13,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use polytask_core::fewshot::{
+use polytask_core::data::formats;
+use polytask_core::fewshot::adapt::{
     AdaptConfig, AdaptMode, FewShotModel, TASK_FORMAT, TaskMeta, accuracy, adapt, load_task,
     read_task_meta, save_task,
 };
-use polytask_core::{BertInput, SentenceEncoder, data};
+use polytask_core::{BertInput, SentenceEncoder};
 use serde_json::json;
 
 use crate::backend::{self, BackendChoice};
@@ -37,7 +38,7 @@ pub struct Labelled {
 pub fn read_labelled(path: &Path, allow_duplicates: bool) -> Result<Vec<Labelled>> {
     let read = |p: &Path| -> Result<String> {
         let bytes = std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
-        Ok(data::decode(&bytes, &p.display().to_string())
+        Ok(formats::decode(&bytes, &p.display().to_string())
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .to_string())
     };
@@ -80,8 +81,8 @@ pub fn read_labelled(path: &Path, allow_duplicates: bool) -> Result<Vec<Labelled
     } else {
         let text = read(path)?;
         let file = path.display().to_string();
-        let parsed = data::parse_jsonl(&text, &file).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let data::JsonlExamples::Sentences(examples) = parsed else {
+        let parsed = formats::parse_jsonl(&text, &file).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let formats::JsonlExamples::Sentences(examples) = parsed else {
             bail!(
                 "{file}: holds token-tagged examples; a few-shot task needs {{\"text\", \"label\"}} lines"
             );
@@ -365,7 +366,7 @@ pub fn load_task_model(
 /// A task's prediction from its class probabilities `p`: the label, its confidence and
 /// every label's probability.
 pub fn prediction_json(labels: &[String], p: &[f32]) -> serde_json::Value {
-    let (best, _) = polytask_core::predict::argmax(p);
+    let (best, _) = polytask_core::eval::predict::argmax(p);
     let all: serde_json::Map<String, serde_json::Value> = labels
         .iter()
         .zip(p)

@@ -17,10 +17,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use polytask_core::bundle::{BUNDLE_FORMAT, FileEntry, Manifest};
-use polytask_core::checkpoint::{FloatWidth, convert_floats};
-use polytask_core::fewshot::{load_task, read_task_meta};
-use polytask_core::multitask::{MultiTaskModel, MultiTaskSpec};
+use polytask_core::fewshot::adapt::{load_task, read_task_meta};
+use polytask_core::io::bundle::{BUNDLE_FORMAT, FileEntry, Manifest};
+use polytask_core::io::checkpoint::{FloatWidth, convert_floats};
+use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::{ModelFiles, SentenceEncoder, Tokenizer};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -62,7 +62,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     let source = dir.join("model.safetensors").display().to_string();
     let id = model_dir::WeightsId::of(&weights, &source)?;
     // A bundle that every reader would refuse is not written.
-    polytask_core::checkpoint::check_finite(&weights, &source)?;
+    polytask_core::io::checkpoint::check_finite(&weights, &source)?;
     let base = id.tensors.clone();
     let width = if args.dtype == "f16" {
         FloatWidth::F16

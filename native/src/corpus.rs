@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use polytask_core::data::{self, DataErrors, JsonlExamples, SentenceExample, TokenExample};
+use polytask_core::data::formats::{
+    self, DataErrors, JsonlExamples, SentenceExample, TokenExample,
+};
 use polytask_core::rng::Rng;
 
 use crate::recipe::{Column, DatasetName, TaskSection};
@@ -46,7 +48,7 @@ fn report(errors: DataErrors) -> anyhow::Error {
 fn read(path: &Path) -> Result<(String, String)> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).with_context(|| format!("{name}: cannot read"))?;
-    let text = data::decode(&bytes, &name).map_err(report)?.to_string();
+    let text = formats::decode(&bytes, &name).map_err(report)?.to_string();
     Ok((text, name))
 }
 
@@ -95,7 +97,7 @@ fn conll_sentence_lines(text: &str) -> Vec<usize> {
 
 fn conll(path: &Path) -> Result<Vec<Example>> {
     let (text, name) = read(path)?;
-    let examples = data::parse_conll(&text, &name).map_err(report)?;
+    let examples = formats::parse_conll(&text, &name).map_err(report)?;
     let lines = conll_sentence_lines(&text);
     let lines = (lines.len() == examples.len()).then_some(lines);
     Ok(from_tokens(examples, &name, lines.as_deref()))
@@ -106,7 +108,7 @@ fn seq_label(dir: &Path) -> Result<Vec<Example>> {
     let (o, out_name) = read(&dir.join("seq.out"))?;
     let (l, label_name) = read(&dir.join("label"))?;
     let (tokens, sentences) =
-        data::parse_seq_label((&i, &in_name), (&o, &out_name), (&l, &label_name))
+        formats::parse_seq_label((&i, &in_name), (&o, &out_name), (&l, &label_name))
             .map_err(report)?;
     Ok(tokens
         .into_iter()
@@ -125,13 +127,13 @@ fn seq_label(dir: &Path) -> Result<Vec<Example>> {
 fn clinc(path: &Path, split: &str, include_oos: bool) -> Result<Vec<Example>> {
     let (text, name) = read(path)?;
     let mut out = from_sentences(
-        data::parse_clinc(&text, &name, split).map_err(report)?,
+        formats::parse_clinc(&text, &name, split).map_err(report)?,
         |i| format!("{name}: {split}[{i}]"),
     );
     if include_oos {
         let oos_split = format!("oos_{split}");
         out.extend(from_sentences(
-            data::parse_clinc(&text, &name, &oos_split).map_err(report)?,
+            formats::parse_clinc(&text, &name, &oos_split).map_err(report)?,
             |i| format!("{name}: {oos_split}[{i}]"),
         ));
     }
@@ -142,14 +144,14 @@ fn sst2(path: &Path) -> Result<Vec<Example>> {
     let (text, name) = read(path)?;
     // Line 1 is the header: example i is on line i + 2.
     Ok(from_sentences(
-        data::parse_sst2(&text, &name).map_err(report)?,
+        formats::parse_sst2(&text, &name).map_err(report)?,
         |i| format!("{name}:{}", i + 2),
     ))
 }
 
 fn jsonl(path: &Path) -> Result<Vec<Example>> {
     let (text, name) = read(path)?;
-    Ok(match data::parse_jsonl(&text, &name).map_err(report)? {
+    Ok(match formats::parse_jsonl(&text, &name).map_err(report)? {
         JsonlExamples::Sentences(v) => from_sentences(v, |i| format!("{name}:{}", i + 1)),
         JsonlExamples::Tokens(v) => from_tokens(v, &name, None),
     })

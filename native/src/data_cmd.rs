@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use polytask_core::data::{self, DataErrors, JsonlExamples};
+use polytask_core::data::formats::{self, DataErrors, JsonlExamples};
 
 /// The formats `data check` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,7 +24,7 @@ pub enum Format {
 fn read_text(path: &Path) -> Result<(String, String)> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).with_context(|| format!("{name}: cannot read"))?;
-    let text = data::decode(&bytes, &name).map_err(report)?.to_string();
+    let text = formats::decode(&bytes, &name).map_err(report)?.to_string();
     Ok((text, name))
 }
 
@@ -37,7 +37,7 @@ pub fn check(path: &Path, format: Format) -> Result<()> {
     let summary = match format {
         Format::Conll => {
             let (text, name) = read_text(path)?;
-            let s = data::parse_conll(&text, &name).map_err(report)?;
+            let s = formats::parse_conll(&text, &name).map_err(report)?;
             format!(
                 "{} sentences, {} tokens",
                 s.len(),
@@ -47,8 +47,8 @@ pub fn check(path: &Path, format: Format) -> Result<()> {
         Format::Seq => {
             let [a, b, c] = ["seq.in", "seq.out", "label"].map(|f| read_text(&path.join(f)));
             let (a, b, c) = (a?, b?, c?);
-            let (tokens, _) =
-                data::parse_seq_label((&a.0, &a.1), (&b.0, &b.1), (&c.0, &c.1)).map_err(report)?;
+            let (tokens, _) = formats::parse_seq_label((&a.0, &a.1), (&b.0, &b.1), (&c.0, &c.1))
+                .map_err(report)?;
             format!("{} utterances with intent and slot tags", tokens.len())
         }
         Format::Clinc => {
@@ -61,7 +61,7 @@ pub fn check(path: &Path, format: Format) -> Result<()> {
             let mut counts = Vec::new();
             let mut problems = Vec::new();
             for split in splits.keys() {
-                match data::parse_clinc(&text, &name, split) {
+                match formats::parse_clinc(&text, &name, split) {
                     Ok(v) => counts.push(format!("{split} {}", v.len())),
                     Err(e) => problems.extend(e.0),
                 }
@@ -75,12 +75,12 @@ pub fn check(path: &Path, format: Format) -> Result<()> {
             let (text, name) = read_text(path)?;
             format!(
                 "{} examples",
-                data::parse_sst2(&text, &name).map_err(report)?.len()
+                formats::parse_sst2(&text, &name).map_err(report)?.len()
             )
         }
         Format::Jsonl => {
             let (text, name) = read_text(path)?;
-            match data::parse_jsonl(&text, &name).map_err(report)? {
+            match formats::parse_jsonl(&text, &name).map_err(report)? {
                 JsonlExamples::Sentences(s) => format!("{} labelled sentences", s.len()),
                 JsonlExamples::Tokens(t) => format!("{} tagged sentences", t.len()),
             }

@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use polytask_core::data;
-use polytask_core::episodes::ClassSplit;
+use polytask_core::data::episodes::ClassSplit;
+use polytask_core::data::formats;
 
 use crate::adapt_cmd::{Labelled, read_labelled};
 use crate::data_fetch;
@@ -61,7 +61,7 @@ impl EpisodeData {
 fn read_text(path: &Path) -> Result<(String, String)> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let file = path.display().to_string();
-    let text = data::decode(&bytes, &file)
+    let text = formats::decode(&bytes, &file)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .to_string();
     Ok((text, file))
@@ -87,11 +87,11 @@ fn clinc(args: &EpisodeDataArgs) -> Result<EpisodeData> {
     let dir = data_fetch::ensure_dataset("clinc150", &data_dir, mirror.as_deref())?;
     let (full, full_name) = read_text(&dir.join("data_full.json"))?;
     let (domains, domains_name) = read_text(&dir.join("domains.json"))?;
-    let groups =
-        data::parse_clinc_domains(&domains, &domains_name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let groups = formats::parse_clinc_domains(&domains, &domains_name)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let split = ClassSplit::by_groups(&groups, n_train, n_val, n_test, args.split_seed)?;
     let part = |s: &str| -> Result<Vec<Labelled>> {
-        Ok(data::parse_clinc(&full, &full_name, s)
+        Ok(formats::parse_clinc(&full, &full_name, s)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .into_iter()
             .enumerate()

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use polytask_core::tagging::TagDecoding;
+use polytask_core::eval::tagging::TagDecoding;
 use serde_json::Value;
 
 use crate::backend::{self, BackendChoice};

@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 use burn::tensor::Device;
 use polytask_core::Tokenizer;
-use polytask_core::features::Encoded;
-use polytask_core::metrics::{
+use polytask_core::data::features::Encoded;
+use polytask_core::eval::metrics::{
     apply_oos_threshold, classification_report, entity_report, fit_oos_threshold, oos_report,
 };
-use polytask_core::multitask::MultiTaskModel;
-use polytask_core::task::{TaskKind, TaskSpec};
-use polytask_core::trainer::{TaskPredictions, predict};
+use polytask_core::model::multitask::MultiTaskModel;
+use polytask_core::model::task::{TaskKind, TaskSpec};
+use polytask_core::train::trainer::{TaskPredictions, predict};
 use serde_json::{Value, json};
 
 use crate::corpus::Example;

@@ -21,12 +21,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
-use polytask_core::bert::EncoderOutput;
-use polytask_core::episodes::EpisodeSampler;
-use polytask_core::fewshot::{
+use polytask_core::data::episodes::EpisodeSampler;
+use polytask_core::eval::metrics::mean_ci95;
+use polytask_core::fewshot::adapt::{
     AdaptConfig, AdaptMode, adapt_from_states, first_adapting_block, frozen_states, prepare,
 };
-use polytask_core::metrics::mean_ci95;
+use polytask_core::model::bert::EncoderOutput;
 use polytask_core::rng::Rng;
 use polytask_core::{BertModel, SentenceEncoder};
 use serde_json::json;

@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use polytask_core::BertConfig;
 use polytask_core::BertModel;
-use polytask_core::bundle::{BUNDLE_FORMAT, FileEntry, Manifest};
 use polytask_core::burn::nn::LinearConfig;
 use polytask_core::burn::tensor::Device;
-use polytask_core::checkpoint;
-use polytask_core::data;
-use polytask_core::fewshot::{
+use polytask_core::data::formats;
+use polytask_core::fewshot::adapt::{
     AdaptConfig, FewShotModel, TASK_FORMAT, TaskMeta, load_task, prepare, read_task_meta, save_task,
 };
+use polytask_core::io::bundle::{BUNDLE_FORMAT, FileEntry, Manifest};
+use polytask_core::io::checkpoint;
 
 use crate::recipe::Recipe;
 
@@ -287,7 +287,7 @@ fn fuzz(name: &str, seeds: Vec<Vec<u8>>, parse: Parser<'_>) {
 }
 
 fn text(bytes: &[u8], file: &str) -> Result<String, String> {
-    data::decode(bytes, file)
+    formats::decode(bytes, file)
         .map(str::to_string)
         .map_err(|e| e.to_string())
 }
@@ -303,7 +303,7 @@ fn conll() {
         "conll",
         vec![seed],
         Box::new(|b| {
-            data::parse_conll(&text(b, "f")?, "f")
+            formats::parse_conll(&text(b, "f")?, "f")
                 .map(drop)
                 .map_err(|e| e.to_string())
         }),
@@ -325,7 +325,7 @@ fn seq_label() {
                 parts.next().unwrap_or(""),
                 parts.next().unwrap_or(""),
             );
-            data::parse_seq_label((i, "seq.in"), (o, "seq.out"), (l, "label"))
+            formats::parse_seq_label((i, "seq.in"), (o, "seq.out"), (l, "label"))
                 .map(drop)
                 .map_err(|e| e.to_string())
         }),
@@ -341,8 +341,8 @@ fn clinc150() {
         vec![seed, domains],
         Box::new(|b| {
             let t = text(b, "f")?;
-            let a = data::parse_clinc(&t, "f", "train").map(drop);
-            let d = data::parse_clinc_domains(&t, "f").map(drop);
+            let a = formats::parse_clinc(&t, "f", "train").map(drop);
+            let d = formats::parse_clinc_domains(&t, "f").map(drop);
             a.and(d).map_err(|e| e.to_string())
         }),
     );
@@ -355,7 +355,7 @@ fn sst2() {
         "sst2",
         vec![seed],
         Box::new(|b| {
-            data::parse_sst2(&text(b, "f")?, "f")
+            formats::parse_sst2(&text(b, "f")?, "f")
                 .map(drop)
                 .map_err(|e| e.to_string())
         }),
@@ -372,7 +372,7 @@ fn jsonl() {
         "jsonl",
         vec![sent, tok],
         Box::new(|b| {
-            data::parse_jsonl(&text(b, "f")?, "f")
+            formats::parse_jsonl(&text(b, "f")?, "f")
                 .map(drop)
                 .map_err(|e| e.to_string())
         }),
@@ -442,7 +442,7 @@ fn task_files() {
     let device = Device::flex();
     let seeds = [
         AdaptConfig::default().mode,
-        polytask_core::fewshot::AdaptMode::Full,
+        polytask_core::fewshot::adapt::AdaptMode::Full,
     ]
     .into_iter()
     .map(|mode| {

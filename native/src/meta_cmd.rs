@@ -17,10 +17,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use polytask_core::checkpoint::bert_to_safetensors;
-use polytask_core::episodes::{Episode, EpisodeSampler};
-use polytask_core::fewshot::{AdaptMode, accuracy, adapt, prepare};
-use polytask_core::meta::{MetaConfig, MetaEpisode, MetaLearner};
+use polytask_core::data::episodes::{Episode, EpisodeSampler};
+use polytask_core::fewshot::adapt::{AdaptMode, accuracy, adapt, prepare};
+use polytask_core::fewshot::meta::{MetaConfig, MetaEpisode, MetaLearner};
+use polytask_core::io::checkpoint::bert_to_safetensors;
 use polytask_core::{BertModel, SentenceEncoder};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -114,7 +114,7 @@ fn episode_input(
 pub fn episode_accuracy(
     bert: &BertModel,
     episodes: &[MetaEpisode],
-    config: &polytask_core::fewshot::AdaptConfig,
+    config: &polytask_core::fewshot::adapt::AdaptConfig,
 ) -> Result<f64> {
     let mut sum = 0.0;
     for e in episodes {

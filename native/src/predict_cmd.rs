@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use polytask_core::predict::{PreparedText, sentence_output, token_output};
-use polytask_core::trainer::{TaskPredictions, predict};
+use polytask_core::eval::predict::{PreparedText, sentence_output, token_output};
+use polytask_core::train::trainer::{TaskPredictions, predict};
 use serde_json::{Value, json};
 
 use crate::backend::{self, BackendChoice};
@@ -60,7 +60,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
 
 /// Every task's prediction for each text, as a JSON object keyed by task name.
 pub fn multitask_predictions(
-    model: &polytask_core::multitask::MultiTaskModel,
+    model: &polytask_core::model::multitask::MultiTaskModel,
     tokenizer: &polytask_core::Tokenizer,
     texts: &[String],
     device: &burn::tensor::Device,

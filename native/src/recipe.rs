@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use polytask_core::loss::LossWeighting;
-use polytask_core::multitask::SentencePooling;
-use polytask_core::sampler::TaskSampling;
+use polytask_core::data::sampler::TaskSampling;
+use polytask_core::model::multitask::SentencePooling;
+use polytask_core::train::loss::LossWeighting;
 use serde::{Deserialize, Serialize};
 
 /// The recipe `core-train` runs when called without arguments.
@@ -43,7 +43,7 @@ pub struct ModelSection {
     #[serde(default = "default_max_len")]
     pub max_len: usize,
     /// Add a learned embedding of each word's capitalisation to the encoder's input
-    /// (`polytask_core::casing`): the uncased encoder then sees "Apple" and "apple" apart.
+    /// (`polytask_core::model::casing`): the uncased encoder then sees "Apple" and "apple" apart.
     #[serde(default)]
     pub casing: bool,
 }

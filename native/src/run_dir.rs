@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use polytask_core::multitask::{MultiTaskModel, MultiTaskSpec};
+use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::{BertConfig, Tokenizer};
 
 use crate::output::sibling;

@@ -16,12 +16,12 @@ use std::rc::Rc;
 use burn::tensor::{Device, Tensor};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use polytask_core::fewshot::{
+use polytask_core::eval::predict::{Entity, PreparedText, TaskOutput, decode};
+use polytask_core::fewshot::adapt::{
     AdaptConfig, AdaptMode, AdaptSession, FewShotModel, TASK_FORMAT, TaskMeta,
     first_adapting_block, frozen_states, load_task, prepare, save_task_async,
 };
-use polytask_core::multitask::{MultiTaskModel, MultiTaskSpec};
-use polytask_core::predict::{Entity, PreparedText, TaskOutput, decode};
+use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::{Batch, BertInput, ModelFiles, SentenceEncoder};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -402,7 +402,7 @@ async fn predict_all(
     }
     for (model, meta) in &tasks {
         let p = read_f32(model.probabilities(BertInput::from_batch(&batch, &device))).await?;
-        let (best, _) = polytask_core::predict::argmax(&p);
+        let (best, _) = polytask_core::eval::predict::argmax(&p);
         out.push(Prediction {
             task: meta.name.clone(),
             label: meta.labels[best].clone(),

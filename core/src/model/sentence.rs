@@ -2,12 +2,12 @@
 
 use burn::tensor::{Device, Tensor};
 
-use crate::bert::{BertInput, BertModel};
-use crate::checkpoint::{LoadReport, load_bert};
-use crate::config::BertConfig;
+use crate::data::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
-use crate::pooling::{Pooling, l2_normalize, pool};
-use crate::tokenizer::Tokenizer;
+use crate::io::checkpoint::{LoadReport, load_bert};
+use crate::model::bert::{BertInput, BertModel};
+use crate::model::config::BertConfig;
+use crate::model::pooling::{Pooling, l2_normalize, pool};
 
 /// The three files of a Hugging Face model directory, already read, with the names used
 /// in error messages.

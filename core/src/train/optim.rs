@@ -16,8 +16,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Gradients, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::read_header;
 use crate::error::{Error, Result};
+use crate::io::checkpoint::read_header;
 
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -392,7 +392,7 @@ impl AdamW {
             .and_then(|s| serde_json::from_str(s).ok())
             .ok_or_else(|| fail("optimizer state without its configuration".into()))?;
         let mut halves: BTreeMap<String, (Option<Tensor<1>>, Option<Tensor<1>>)> = BTreeMap::new();
-        for (name, (_, values)) in crate::checkpoint::read_f32_tensors(bytes, source)? {
+        for (name, (_, values)) in crate::io::checkpoint::read_f32_tensors(bytes, source)? {
             let n = values.len();
             let t = Tensor::<1>::from_data(TensorData::new(values, [n]), device);
             let (which, path) = name

@@ -14,7 +14,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 
 /// Mean cross-entropy over the rows whose target is ≥ 0 (negative targets, such as
-/// [`crate::features::IGNORE`], are skipped). `logits`: `[n, classes]`, `targets`: `[n]`
+/// [`crate::data::features::IGNORE`], are skipped). `logits`: `[n, classes]`, `targets`: `[n]`
 /// → scalar `[1]`. With no valid row the loss is 0.
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     let [n, _] = logits.dims();

@@ -3,12 +3,12 @@
 
 use burn::tensor::{Device, Int, Tensor};
 
+use crate::data::features::{Encoded, collate, word_predictions};
 use crate::error::{Error, Result};
-use crate::features::{Encoded, collate, word_predictions};
-use crate::multitask::MultiTaskModel;
-use crate::optim::{AdamW, StepStats};
-use crate::tagging::TagConstraints;
-use crate::task::TaskKind;
+use crate::eval::tagging::TagConstraints;
+use crate::model::multitask::MultiTaskModel;
+use crate::model::task::TaskKind;
+use crate::train::optim::{AdamW, StepStats};
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,12 +149,12 @@ pub fn predict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BertConfig;
-    use crate::loss::LossWeighting;
-    use crate::multitask::tests::two_task_spec;
-    use crate::optim::AdamWConfig;
-    use crate::tokenizer::Tokenizer;
-    use crate::tokenizer::tests::tiny_tokenizer_json;
+    use crate::data::tokenizer::Tokenizer;
+    use crate::data::tokenizer::tests::tiny_tokenizer_json;
+    use crate::model::config::BertConfig;
+    use crate::model::multitask::tests::two_task_spec;
+    use crate::train::loss::LossWeighting;
+    use crate::train::optim::AdamWConfig;
     use burn::module::Module;
 
     fn data(tok: &Tokenizer) -> Vec<Encoded> {

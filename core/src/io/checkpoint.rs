@@ -13,8 +13,8 @@ use burn::store::{
     ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
 };
 
-use crate::bert::BertModel;
 use crate::error::{Error, Result};
+use crate::model::bert::BertModel;
 
 /// One entry of a safetensors header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,7 +416,7 @@ pub fn check_finite(bytes: &[u8], source: &str) -> Result<()> {
     Ok(())
 }
 
-/// The name under which a casing table ([`crate::casing`]) is saved, without prefix.
+/// The name under which a casing table ([`crate::model::casing`]) is saved, without prefix.
 pub const CASING_TENSOR: &str = "embeddings.casing_embeddings.weight";
 
 /// Gives `model` a casing table when the checkpoint stores one (`{prefix}`
@@ -491,7 +491,7 @@ fn add_stored_adapters(
             "output" => &mut block.output.adapter,
             _ => continue,
         };
-        *slot = Some(crate::bert::Adapter::new(hidden, size, &device));
+        *slot = Some(crate::model::bert::Adapter::new(hidden, size, &device));
     }
     Ok(())
 }
@@ -534,7 +534,7 @@ fn tensors(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BertConfig;
+    use crate::model::config::BertConfig;
     use burn::tensor::Device;
 
     /// Saves a model the way Hugging Face would: HF names, PyTorch layouts, with the
@@ -611,7 +611,7 @@ mod tests {
     }
 
     fn outputs_equal(a: &BertModel, b: &BertModel) {
-        use crate::bert::BertInput;
+        use crate::model::bert::BertInput;
         use burn::tensor::{Int, Tensor, TensorData};
         let device = Device::flex();
         let ids =
@@ -791,7 +791,7 @@ mod tests {
         // Without its adapters the model computes something else.
         let mut without = original.clone();
         without.encoder.layer[1].output.adapter = None;
-        let input = crate::bert::BertInput {
+        let input = crate::model::bert::BertInput {
             input_ids: Tensor::from_data([[2, 5, 7, 3]], &device),
             token_type_ids: Tensor::zeros([1, 4], &device),
             attention_mask: Tensor::ones([1, 4], &device),
@@ -815,7 +815,7 @@ mod tests {
     /// computes for differently written words.
     #[test]
     fn casing_tables_are_saved_and_recreated_on_load() {
-        use crate::casing::{CAPITALISED, LOWER, SPECIAL};
+        use crate::model::casing::{CAPITALISED, LOWER, SPECIAL};
         use burn::module::Param;
         use burn::tensor::{Distribution, Tensor};
         let device = Device::flex();
@@ -823,7 +823,7 @@ mod tests {
         let plain = config.init(&device);
         let mut original = plain.clone();
         original.add_casing(&device);
-        let input = |shapes: [i64; 4]| crate::bert::BertInput {
+        let input = |shapes: [i64; 4]| crate::model::bert::BertInput {
             input_ids: Tensor::from_data([[2, 5, 7, 3]], &device),
             token_type_ids: Tensor::zeros([1, 4], &device),
             attention_mask: Tensor::ones([1, 4], &device),
@@ -864,11 +864,15 @@ mod tests {
             assert_eq!(out(&loaded, [s, c, l, s]), out(&original, [s, c, l, s]));
         }
         // The multi-task loader: a model built from the config gets the table from the file.
-        let spec = crate::multitask::tests::two_task_spec(crate::loss::LossWeighting::Static);
+        let spec = crate::model::multitask::tests::two_task_spec(
+            crate::train::loss::LossWeighting::Static,
+        );
         let multi =
-            crate::multitask::MultiTaskModel::new(original.clone(), spec.clone(), &device).unwrap();
+            crate::model::multitask::MultiTaskModel::new(original.clone(), spec.clone(), &device)
+                .unwrap();
         let saved = multi.to_safetensors().unwrap();
-        let mut back = crate::multitask::MultiTaskModel::init(&config, spec, &device).unwrap();
+        let mut back =
+            crate::model::multitask::MultiTaskModel::init(&config, spec, &device).unwrap();
         assert!(!back.bert.has_casing());
         back.load_safetensors(saved, "m").unwrap();
         assert_eq!(out(&back.bert, [s, c, l, s]), out(&original, [s, c, l, s]));
@@ -878,7 +882,7 @@ mod tests {
     fn forward_until_then_from_equals_forward() {
         let device = Device::flex();
         let model = BertConfig::tiny(20).init(&device);
-        let input = crate::bert::BertInput {
+        let input = crate::model::bert::BertInput {
             input_ids: burn::tensor::Tensor::from_data([[2, 5, 7, 3], [2, 9, 3, 0]], &device),
             token_type_ids: burn::tensor::Tensor::zeros([2, 4], &device),
             attention_mask: burn::tensor::Tensor::from_data([[1, 1, 1, 1], [1, 1, 1, 0]], &device),
@@ -916,7 +920,7 @@ mod tests {
         );
         let mut loaded = config.init(&device);
         load_bert(&mut loaded, half, "m").unwrap();
-        let input = crate::bert::BertInput {
+        let input = crate::model::bert::BertInput {
             input_ids: burn::tensor::Tensor::from_data([[2, 5, 7, 3]], &device),
             token_type_ids: burn::tensor::Tensor::zeros([1, 4], &device),
             attention_mask: burn::tensor::Tensor::ones([1, 4], &device),

@@ -20,15 +20,15 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::bert::{BertModel, EncoderOutput};
-use crate::checkpoint::{FloatWidth, convert_floats_where};
-use crate::config::BertConfig;
+use crate::data::features::TrainBatch;
 use crate::error::{Error, Result};
-use crate::features::TrainBatch;
-use crate::loss::{LossWeighting, cross_entropy, joint_loss};
-use crate::pooling::mean_pool;
-use crate::tagging::TagDecoding;
-use crate::task::{TaskKind, TaskSpec, validate_tasks};
+use crate::eval::tagging::TagDecoding;
+use crate::io::checkpoint::{FloatWidth, convert_floats_where};
+use crate::model::bert::{BertModel, EncoderOutput};
+use crate::model::config::BertConfig;
+use crate::model::pooling::mean_pool;
+use crate::model::task::{TaskKind, TaskSpec, validate_tasks};
+use crate::train::loss::{LossWeighting, cross_entropy, joint_loss};
 
 /// How a sentence task turns token states into one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -243,10 +243,10 @@ impl MultiTaskModel {
     /// from the same [`MultiTaskSpec`] and config. Every parameter must be present with
     /// its shape; anything missing, extra or mis-shaped is named.
     pub fn load_safetensors(&mut self, bytes: Vec<u8>, source: &str) -> Result<()> {
-        let bytes = crate::checkpoint::widen_f16(bytes, source)?;
-        crate::checkpoint::check_finite(&bytes, source)?;
-        let header = crate::checkpoint::read_header(&bytes, source)?;
-        crate::checkpoint::add_stored_casing(&mut self.bert, &header, "bert.");
+        let bytes = crate::io::checkpoint::widen_f16(bytes, source)?;
+        crate::io::checkpoint::check_finite(&bytes, source)?;
+        let header = crate::io::checkpoint::read_header(&bytes, source)?;
+        crate::io::checkpoint::add_stored_casing(&mut self.bert, &header, "bert.");
         let store = SafetensorsStore::from_bytes(Some(bytes))
             .with_key_remapping(r"\.attention\.self\.", ".attention.self_.");
         let unused = self.load_store(store, source, "tensor(s) of this model", |_| true)?;
@@ -277,7 +277,7 @@ impl MultiTaskModel {
         let is_head = |p: &str| p.starts_with("heads.") || p.starts_with("log_vars");
         let mut model = Self::new(bert, spec, device)?;
         let heads = convert_floats_where(bytes, FloatWidth::F32, source, is_head)?;
-        crate::checkpoint::check_finite(&heads, source)?;
+        crate::io::checkpoint::check_finite(&heads, source)?;
         let store = SafetensorsStore::from_bytes(Some(heads));
         model.load_store(store, source, "head tensor(s)", is_head)?;
         Ok(model)
@@ -306,7 +306,7 @@ impl MultiTaskModel {
             .load_from(&mut store)
             .map_err(|e| fail(format!("cannot read tensors: {e}")))?;
         if let Some(e) = result.errors.first() {
-            return Err(fail(crate::checkpoint::apply_error_message(
+            return Err(fail(crate::io::checkpoint::apply_error_message(
                 e,
                 "do the label lists in tasks.json match these weights?",
             )));
@@ -331,9 +331,9 @@ impl MultiTaskModel {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::features::{Encoded, collate};
-    use crate::tokenizer::Tokenizer;
-    use crate::tokenizer::tests::tiny_tokenizer_json;
+    use crate::data::features::{Encoded, collate};
+    use crate::data::tokenizer::Tokenizer;
+    use crate::data::tokenizer::tests::tiny_tokenizer_json;
 
     pub(crate) fn two_task_spec(weighting: LossWeighting) -> MultiTaskSpec {
         MultiTaskSpec {
@@ -395,7 +395,7 @@ pub(crate) mod tests {
         let spec = two_task_spec(LossWeighting::Uncertainty);
         let model = MultiTaskModel::init(&config, spec.clone(), &d).unwrap();
         let bytes = model.to_safetensors().unwrap();
-        let names = crate::checkpoint::read_header(&bytes, "m").unwrap();
+        let names = crate::io::checkpoint::read_header(&bytes, "m").unwrap();
         assert!(names.contains_key("bert.encoder.layer.0.attention.self.query.weight"));
         assert!(names.contains_key("heads.1.classifier.weight"));
         assert!(names.contains_key("log_vars"));

@@ -26,14 +26,14 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::bert::{BertInput, BertModel, EncoderOutput};
-use crate::checkpoint::{read_f32_tensors, read_header};
 use crate::error::{Error, Result};
-use crate::loss::cross_entropy;
-use crate::meta::prototypes;
-use crate::optim::{AdamW, AdamWConfig, read_metadata, write_safetensors_shaped};
-use crate::pooling::{l2_normalize, mean_pool};
+use crate::fewshot::meta::prototypes;
+use crate::io::checkpoint::{read_f32_tensors, read_header};
+use crate::model::bert::{BertInput, BertModel, EncoderOutput};
+use crate::model::pooling::{l2_normalize, mean_pool};
 use crate::rng::Rng;
+use crate::train::loss::cross_entropy;
+use crate::train::optim::{AdamW, AdamWConfig, read_metadata, write_safetensors_shaped};
 
 /// Which parameters adapt to a new task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -701,7 +701,7 @@ pub fn load_task(bert: &BertModel, bytes: &[u8], source: &str) -> Result<(FewSho
         message: m,
     };
     let meta = read_task_meta(bytes, source)?;
-    crate::checkpoint::check_finite(bytes, source)?;
+    crate::io::checkpoint::check_finite(bytes, source)?;
     if meta.labels.len() < 2 {
         return Err(fail(format!(
             "a task needs at least 2 labels, the file has {}",
@@ -773,8 +773,8 @@ pub fn load_task(bert: &BertModel, bytes: &[u8], source: &str) -> Result<(FewSho
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::BertConfig;
-    use crate::meta::nearest_prototype;
+    use crate::fewshot::meta::nearest_prototype;
+    use crate::model::config::BertConfig;
     use burn::tensor::Device;
 
     /// A tiny encoder and a toy 3-class task whose classes differ by their tokens.
@@ -1024,7 +1024,7 @@ pub(crate) mod tests {
         }
         let e = load_task(
             &bert,
-            &crate::optim::write_safetensors(&[("x".into(), vec![1.0])], &BTreeMap::new()),
+            &crate::train::optim::write_safetensors(&[("x".into(), vec![1.0])], &BTreeMap::new()),
             "x",
         )
         .unwrap_err();

@@ -7,12 +7,12 @@
 
 use serde::Serialize;
 
+use crate::data::features::{Encoded, word_predictions};
+use crate::data::tokenizer::{Tokenizer, first_subword_positions, word_spans};
 use crate::error::Result;
-use crate::features::{Encoded, word_predictions};
-use crate::metrics::extract_entities;
-use crate::multitask::MultiTaskModel;
-use crate::task::{TaskKind, TaskSpec};
-use crate::tokenizer::{Tokenizer, first_subword_positions, word_spans};
+use crate::eval::metrics::extract_entities;
+use crate::model::multitask::MultiTaskModel;
+use crate::model::task::{TaskKind, TaskSpec};
 
 /// A text tokenized for prediction, with the character span of each of its words.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +43,7 @@ impl PreparedText {
         self.encoding().truncated
     }
 
-    fn encoding(&self) -> &crate::tokenizer::Encoding {
+    fn encoding(&self) -> &crate::data::tokenizer::Encoding {
         &self.encoded.encoding
     }
 }
@@ -166,7 +166,7 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokenizer::tests::tiny_tokenizer_json;
+    use crate::data::tokenizer::tests::tiny_tokenizer_json;
 
     fn ner() -> TaskSpec {
         TaskSpec {
@@ -233,15 +233,17 @@ mod tests {
     }
 
     /// Decoding one text's probabilities on the host gives what the batched
-    /// [`predict`](crate::trainer::predict) gives, for both kinds of task.
+    /// [`predict`](crate::train::trainer::predict) gives, for both kinds of task.
     #[test]
     fn decode_agrees_with_batched_prediction() {
         let device = burn::tensor::Device::flex();
         device.seed(3);
         let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
-        let spec = crate::multitask::tests::two_task_spec(crate::loss::LossWeighting::Static);
+        let spec = crate::model::multitask::tests::two_task_spec(
+            crate::train::loss::LossWeighting::Static,
+        );
         let model = MultiTaskModel::init(
-            &crate::config::BertConfig::tiny(tok.vocab_size()),
+            &crate::model::config::BertConfig::tiny(tok.vocab_size()),
             spec,
             &device,
         )
@@ -257,9 +259,11 @@ mod tests {
             .collect();
         let items: Vec<Encoded> = prepared.iter().map(|p| p.encoded.clone()).collect();
         let batched =
-            crate::trainer::predict(&model, &items, &[0, 1], 2, tok.pad_id(), &device).unwrap();
+            crate::train::trainer::predict(&model, &items, &[0, 1], 2, tok.pad_id(), &device)
+                .unwrap();
         for (i, (text, p)) in texts.iter().zip(&prepared).enumerate() {
-            let batch = crate::features::collate(&[&p.encoded], tok.pad_id(), &device).unwrap();
+            let batch =
+                crate::data::features::collate(&[&p.encoded], tok.pad_id(), &device).unwrap();
             let enc = model.bert.forward(batch.input);
             for (task, batched) in batched.iter().enumerate() {
                 let probs: Vec<f32> = model
@@ -269,8 +273,12 @@ mod tests {
                 let out = decode(&model, task, text, p, &probs);
                 let spec = &model.tasks()[task];
                 let expected = match batched {
-                    crate::trainer::TaskPredictions::Sentence(s) => sentence_output(spec, s[i]),
-                    crate::trainer::TaskPredictions::Token(t) => token_output(spec, text, p, &t[i]),
+                    crate::train::trainer::TaskPredictions::Sentence(s) => {
+                        sentence_output(spec, s[i])
+                    }
+                    crate::train::trainer::TaskPredictions::Token(t) => {
+                        token_output(spec, text, p, &t[i])
+                    }
                 };
                 match (&out, &expected) {
                     (

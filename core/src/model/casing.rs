@@ -6,7 +6,7 @@
 //! from ([`word_shape`]: lower, Capitalised, UPPER, mIxed, number, other), computed by the
 //! tokenizer from the original text. A model that asks for it (`[model] casing = true` in
 //! a recipe) adds a learned embedding of the shape to the word-piece embeddings
-//! ([`crate::bert::BertEmbeddings`]); the table starts at zero, so training starts from
+//! ([`crate::model::bert::BertEmbeddings`]); the table starts at zero, so training starts from
 //! exactly the pretrained encoder. Models without the table ignore the shapes.
 
 /// Number of shapes, the rows of a casing embedding table.

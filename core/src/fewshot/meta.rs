@@ -7,7 +7,7 @@
 //! - [`reptile_update`]: Reptile's outer step (Nichol et al. 2018),
 //!   `θ ← θ + ε (mean_i φ_i − θ)` over the adapted weights `φ_i` of a meta-batch.
 //! - First-order MAML applies the query-set gradient taken at the adapted weights `φ` to
-//!   `θ`: [`crate::optim::AdamW::step_params`] with gradients from the adapted model; the
+//!   `θ`: [`crate::train::optim::AdamW::step_params`] with gradients from the adapted model; the
 //!   adapted model keeps θ's parameter ids, so they line up.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,11 +18,13 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::bert::{BertInput, BertModel, EncoderOutput};
 use crate::error::{Error, Result};
-use crate::fewshot::{AdaptConfig, adapt, first_adapting_block, frozen_states, is_trainable};
-use crate::loss::cross_entropy;
-use crate::optim::{AdamW, AdamWConfig};
+use crate::fewshot::adapt::{
+    AdaptConfig, adapt, first_adapting_block, frozen_states, is_trainable,
+};
+use crate::model::bert::{BertInput, BertModel, EncoderOutput};
+use crate::train::loss::cross_entropy;
+use crate::train::optim::{AdamW, AdamWConfig};
 
 /// Class prototypes: the mean embedding of each class. `embeddings`: `[n, hidden]`,
 /// `labels[i] < n_way` → `[n_way, hidden]`.
@@ -395,8 +397,8 @@ impl MetaLearner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fewshot::tests::setup;
-    use crate::fewshot::{AdaptMode, parameters};
+    use crate::fewshot::adapt::tests::setup;
+    use crate::fewshot::adapt::{AdaptMode, parameters};
     use burn::tensor::Distribution;
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -574,7 +576,7 @@ mod tests {
     fn reptile_step_on_a_small_bert_moves_adapters_only_by_the_formula() {
         let (bert, ..) = setup();
         let c = meta_config(MetaAlgorithm::Reptile);
-        let theta = crate::fewshot::prepare(&bert, &c.inner);
+        let theta = crate::fewshot::adapt::prepare(&bert, &c.inner);
         let e = episode();
         let phi = adapt(
             &theta,
@@ -612,7 +614,7 @@ mod tests {
     fn fomaml_step_on_a_small_bert_applies_the_query_gradient_at_phi() {
         let (bert, ..) = setup();
         let c = meta_config(MetaAlgorithm::Fomaml);
-        let theta = crate::fewshot::prepare(&bert, &c.inner);
+        let theta = crate::fewshot::adapt::prepare(&bert, &c.inner);
         let e = episode();
         let adapted = adapt(
             &theta,

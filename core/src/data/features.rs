@@ -8,10 +8,10 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::bert::BertInput;
+use crate::data::tokenizer::{Batch, Encoding, Tokenizer, first_subword_positions};
 use crate::error::Result;
-use crate::tagging::{TagConstraints, viterbi};
-use crate::tokenizer::{Batch, Encoding, Tokenizer, first_subword_positions};
+use crate::eval::tagging::{TagConstraints, viterbi};
+use crate::model::bert::BertInput;
 
 /// Target value of positions that the loss ignores.
 pub const IGNORE: i64 = -100;
@@ -123,7 +123,7 @@ pub fn collate(items: &[&Encoded], pad_id: u32, device: &Device) -> Result<Train
 /// Per-word tags with probabilities from one row's per-position label probabilities
 /// (`probs`: `[positions, labels]` row-major): each word is read at its first piece, and
 /// the sequence is the most probable one that `constraints` allow
-/// ([`crate::tagging::viterbi`]); a word truncated away gets the outside tag with
+/// ([`crate::eval::tagging::viterbi`]); a word truncated away gets the outside tag with
 /// probability 0.
 pub fn word_predictions(
     probs: &[f32],
@@ -141,7 +141,7 @@ pub fn word_predictions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokenizer::tests::tiny_tokenizer_json;
+    use crate::data::tokenizer::tests::tiny_tokenizer_json;
 
     fn tokenizer() -> Tokenizer {
         Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "tiny").unwrap()

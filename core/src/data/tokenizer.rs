@@ -4,8 +4,8 @@
 
 use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::casing;
 use crate::error::{Error, Result};
+use crate::model::casing;
 
 /// Default longest sequence, in word pieces including [CLS] and [SEP]
 /// (all-MiniLM-L6-v2 was trained with 256).
@@ -22,19 +22,19 @@ pub struct Encoding {
     pub word_ids: Vec<Option<u32>>,
     /// For each word piece, its `(start, end)` character offsets in the text.
     pub offsets: Vec<(usize, usize)>,
-    /// For each word piece, the shape of its word as written ([`crate::casing`]).
+    /// For each word piece, the shape of its word as written ([`crate::model::casing`]).
     pub shapes: Vec<u32>,
     /// Whether word pieces past the maximum length were dropped.
     pub truncated: bool,
 }
 
-/// A padded batch, row-major `[batch, seq]`, ready for [`crate::bert::BertInput`].
+/// A padded batch, row-major `[batch, seq]`, ready for [`crate::model::bert::BertInput`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub input_ids: Vec<u32>,
     pub token_type_ids: Vec<u32>,
     pub attention_mask: Vec<u32>,
-    /// Word shapes ([`crate::casing`]); padding is [`casing::SPECIAL`].
+    /// Word shapes ([`crate::model::casing`]); padding is [`casing::SPECIAL`].
     pub shapes: Vec<u32>,
     /// Per row: the word id of every position (`None` for special tokens and padding).
     pub word_ids: Vec<Vec<Option<u32>>>,
@@ -350,7 +350,7 @@ pub(crate) mod tests {
         assert_eq!(e.offsets[4], (13, 15));
         assert!(!e.truncated);
         // Every piece carries its word's shape as written: The, UNBELIEVABLE.
-        use crate::casing::{CAPITALISED, LOWER, OTHER, SPECIAL, UPPER};
+        use crate::model::casing::{CAPITALISED, LOWER, OTHER, SPECIAL, UPPER};
         assert_eq!(
             e.shapes,
             vec![
@@ -369,7 +369,7 @@ pub(crate) mod tests {
 
     #[test]
     fn word_shapes_of_pretokenized_words_and_padding() {
-        use crate::casing::{CAPITALISED, LOWER, SPECIAL, UPPER};
+        use crate::model::casing::{CAPITALISED, LOWER, SPECIAL, UPPER};
         let t = tiny();
         let e = t.encode_words(&["Unbelievable", "FILM", "so"]).unwrap();
         // [CLS] un ##believ ##able film so [SEP]

@@ -1,7 +1,7 @@
 //! A BERT encoder whose module tree mirrors Hugging Face's `BertModel`, so that the
 //! parameter paths of a checkpoint (`encoder.layer.3.attention.output.LayerNorm.weight`)
 //! map onto fields one to one. The only rename is `attention.self`, a Rust keyword, which
-//! is the field `self_` here (see [`crate::checkpoint`]).
+//! is the field `self_` here (see [`crate::io::checkpoint`]).
 //!
 //! ```text
 //! BertModel
@@ -30,8 +30,8 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::config::{Activation, BertConfig};
-use crate::tokenizer::Batch;
+use crate::data::tokenizer::Batch;
+use crate::model::config::{Activation, BertConfig};
 
 /// Token ids, segment ids and padding mask of a batch, on a device.
 #[derive(Debug, Clone)]
@@ -42,7 +42,7 @@ pub struct BertInput {
     pub token_type_ids: Tensor<2, Int>,
     /// `[batch, seq]` 1 for real tokens, 0 for padding.
     pub attention_mask: Tensor<2, Int>,
-    /// `[batch, seq]` word shapes ([`crate::casing`]), used by an encoder with a casing
+    /// `[batch, seq]` word shapes ([`crate::model::casing`]), used by an encoder with a casing
     /// table ([`from_batch`](Self::from_batch) always fills them in); with `None` nothing
     /// is added, as with a fresh table.
     pub shapes: Option<Tensor<2, Int>>,
@@ -100,7 +100,7 @@ fn embedding(n: usize, d: usize, device: &Device) -> Embedding {
 }
 
 /// Word, position and token-type embeddings, summed and normalised; plus, optionally, a
-/// learned embedding of each piece's word shape ([`crate::casing`]; not part of Hugging
+/// learned embedding of each piece's word shape ([`crate::model::casing`]; not part of Hugging
 /// Face's BERT, saved as `embeddings.casing_embeddings.weight`).
 #[derive(Module, Debug)]
 pub struct BertEmbeddings {
@@ -440,11 +440,11 @@ impl BertModel {
         self
     }
 
-    /// Gives the encoder a casing table ([`crate::casing`]) if it has none: all zeros, so
+    /// Gives the encoder a casing table ([`crate::model::casing`]) if it has none: all zeros, so
     /// the outputs stay as they were until it is trained.
     pub fn add_casing(&mut self, device: &Device) {
         if self.embeddings.casing_embeddings.is_none() {
-            let table = EmbeddingConfig::new(crate::casing::NUM_SHAPES, self.hidden_size())
+            let table = EmbeddingConfig::new(crate::model::casing::NUM_SHAPES, self.hidden_size())
                 .with_initializer(Initializer::Zeros)
                 .init(device);
             self.embeddings.casing_embeddings = Some(table);
@@ -480,7 +480,7 @@ impl BertModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pooling::mean_pool;
+    use crate::model::pooling::mean_pool;
 
     fn device() -> Device {
         Device::flex()
