@@ -1,0 +1,141 @@
+//! Which device the page runs on: WebGPU on a hardware adapter that has what burn's kernels
+//! need, else burn's CPU backend compiled to wasm; the user can switch, and
+//! `?backend=webgpu|cpu` chooses at load. The WebGPU workarounds are in [`adapter`].
+
+use burn::tensor::{Device, Tensor};
+
+use crate::storage;
+use crate::watchdog::{WEBGPU_PATIENCE_S, WEBGPU_SOFTWARE_PATIENCE_S};
+
+pub mod adapter;
+
+/// Which backend the page runs on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    /// `webgpu` or `cpu` (the `data-backend` the tests read).
+    pub label: String,
+    /// What the page shows: the backend, and why the CPU when it is the CPU.
+    pub detail: String,
+    /// A software WebGPU adapter (compiles kernels for minutes): the watchdog waits longer.
+    pub software: bool,
+}
+
+impl Backend {
+    fn cpu(detail: String) -> Self {
+        Backend {
+            label: "cpu".into(),
+            detail: format!("CPU in wasm (burn flex){detail}"),
+            software: false,
+        }
+    }
+
+    pub fn is_webgpu(&self) -> bool {
+        self.label == "webgpu"
+    }
+
+    /// How long the watchdog waits on one operation; `None` on the CPU.
+    pub fn patience_s(&self) -> Option<u32> {
+        self.is_webgpu().then_some(if self.software {
+            WEBGPU_SOFTWARE_PATIENCE_S
+        } else {
+            WEBGPU_PATIENCE_S
+        })
+    }
+}
+
+/// The backend asked for: by the page (`Auto`), by the user's switch, or by `?backend=`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Choice {
+    /// WebGPU on a hardware adapter that has what burn's kernels need, else the CPU.
+    Auto,
+    Cpu,
+    /// WebGPU whenever the browser can give it, even a software adapter.
+    WebGpu,
+}
+
+impl Choice {
+    /// `?backend=webgpu|cpu`; anything else (or nothing) lets the page choose.
+    pub fn from_query(backend: Option<&str>) -> Self {
+        match backend {
+            Some("webgpu") => Choice::WebGpu,
+            Some("cpu") => Choice::Cpu,
+            _ => Choice::Auto,
+        }
+    }
+}
+
+/// Brings up the device for `choice`. `Auto` takes WebGPU only on a hardware adapter that
+/// offers `subgroups` and has not failed in this browser before; otherwise burn's CPU
+/// backend in wasm, saying why.
+pub async fn init_device(choice: Choice) -> (Device, Backend) {
+    match webgpu_device(choice).await {
+        Ok(webgpu) => webgpu,
+        Err(why) => (Device::flex(), Backend::cpu(why)),
+    }
+}
+
+/// The WebGPU device for `choice`, or why the page runs on the CPU instead (the text that
+/// follows "cpu" in the backend line).
+async fn webgpu_device(choice: Choice) -> Result<(Device, Backend), String> {
+    if choice == Choice::Cpu {
+        return Err(", chosen by the user".into());
+    }
+    if choice == Choice::Auto
+        && let Some(why) = storage::webgpu_failure()
+    {
+        return Err(format!(
+            ": WebGPU failed in this browser ({why}); \"Try WebGPU\" tries it again"
+        ));
+    }
+    let Some(facts) = adapter::adapter().await else {
+        return Err("; this browser gives no WebGPU adapter".into());
+    };
+    if !facts.subgroups {
+        return Err(format!(
+            "; this browser's WebGPU adapter ({}) lacks the 'subgroups' feature that \
+             burn's WebGPU kernels need",
+            facts.name
+        ));
+    }
+    if choice == Choice::Auto && facts.software {
+        return Err(format!(
+            ": the WebGPU adapter is a software one ({}), slower than the CPU backend; \
+             \"Try WebGPU\" uses it anyway",
+            facts.name
+        ));
+    }
+    // burn's WebGPU kernels need the adapter's `subgroups` feature (see `adapter.rs`).
+    adapter::install_webgpu_hooks();
+    let device = Device::wgpu_options()
+        .init_async()
+        .await
+        .map_err(|e| format!("; WebGPU unavailable: {e}"))?;
+    let detail = if facts.software {
+        format!("WebGPU (burn wgpu) on a software adapter ({})", facts.name)
+    } else {
+        format!("WebGPU (burn wgpu) on {}", facts.name)
+    };
+    Ok((
+        device,
+        Backend {
+            label: "webgpu".into(),
+            detail,
+            software: facts.software,
+        },
+    ))
+}
+
+/// A small computation on the device, read back asynchronously: `[[1,2],[3,4]]²` sums to 54.
+pub async fn check(device: &Device) -> Result<f32, String> {
+    let a = Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 4.0]], device);
+    read_f32(a.clone().matmul(a).sum()).await.map(|v| v[0])
+}
+
+/// A tensor's values, read back asynchronously (WebGPU cannot read synchronously).
+pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
+    t.into_data_async()
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .try_into_vec_as::<f32>()
+        .map_err(|e| format!("{e:?}"))
+}

@@ -1,0 +1,162 @@
+//! What the page has loaded: the bundle's encoder, its multi-task heads and its few-shot
+//! tasks on one device, shared by the App shell (which loads it) and the components.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use burn::tensor::Device;
+use leptos::prelude::*;
+use polytask_core::fewshot::adapt::{FewShotModel, TaskMeta, load_task};
+use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
+use polytask_core::{ModelFiles, SentenceEncoder};
+
+use crate::bundle;
+use crate::page::now_ms;
+
+/// What the page has loaded.
+pub struct Loaded {
+    pub device: Device,
+    pub encoder: SentenceEncoder,
+    pub base: String,
+    /// The bundle's multi-task heads (sentence and token tasks) on the same encoder.
+    pub multitask: Option<MultiTaskModel>,
+    /// Bundled few-shot tasks, then the one taught in the page (if any).
+    pub tasks: Vec<(FewShotModel, TaskMeta)>,
+}
+
+impl Loaded {
+    /// A task file loaded onto this model, refused if it was adapted from another base.
+    pub fn load_task(&self, bytes: &[u8], name: &str) -> Result<(FewShotModel, TaskMeta), String> {
+        let (model, meta) =
+            load_task(&self.encoder.model, bytes, name).map_err(|e| e.to_string())?;
+        if meta.base != self.base {
+            return Err(format!(
+                "{name}: adapted from another model ({}), not this bundle's ({})",
+                meta.base, self.base
+            ));
+        }
+        Ok((model, meta))
+    }
+}
+
+/// The page's model, empty until a bundle is loaded (and while the page changes device).
+/// A handle: copies share it.
+#[derive(Clone, Copy)]
+pub struct Model(StoredValue<Rc<RefCell<Option<Loaded>>>, LocalStorage>);
+
+impl Default for Model {
+    fn default() -> Self {
+        Model(StoredValue::new_local(Rc::new(RefCell::new(None))))
+    }
+}
+
+impl Model {
+    /// The cell itself (to hold across an `await`).
+    pub fn cell(&self) -> Rc<RefCell<Option<Loaded>>> {
+        self.0.get_value()
+    }
+
+    pub fn set(&self, loaded: Option<Loaded>) {
+        *self.cell().borrow_mut() = loaded;
+    }
+
+    /// Adds a task to the loaded model, in place of one of the same name.
+    pub fn install_task(&self, model: FewShotModel, meta: TaskMeta) {
+        if let Some(l) = self.cell().borrow_mut().as_mut() {
+            l.tasks.retain(|(_, m)| m.name != meta.name);
+            l.tasks.push((model, meta));
+        }
+    }
+}
+
+/// The bundle's loading progress as the page shows it.
+#[derive(Clone, Copy)]
+pub struct LoadProgress {
+    pub done: WriteSignal<u64>,
+    pub total: WriteSignal<u64>,
+    pub note: WriteSignal<String>,
+}
+
+/// Fetches and verifies the bundle, then builds the encoder and its tasks on `device`.
+pub async fn load_bundle(
+    base: &str,
+    device: &Device,
+    progress: LoadProgress,
+) -> Result<Loaded, String> {
+    let t0 = now_ms();
+    let manifest = bundle::manifest(base).await?;
+    progress.total.set(manifest.total_bytes());
+    progress.done.set(0);
+    let mut files = BTreeMap::new();
+    let (mut done, mut cached) = (0u64, 0usize);
+    for entry in &manifest.files {
+        let (bytes, hit) = bundle::file(base, entry).await?;
+        done += entry.bytes;
+        cached += usize::from(hit);
+        progress.done.set(done);
+        progress.note.set(format!(
+            "{:.1} / {:.1} MB",
+            done as f64 / 1e6,
+            manifest.total_bytes() as f64 / 1e6
+        ));
+        files.insert(entry.name.clone(), bytes);
+    }
+    let take = |name: &str| -> Result<&[u8], String> {
+        files
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| format!("{base}/manifest.json lists no {name}"))
+    };
+    let config =
+        std::str::from_utf8(take("config.json")?).map_err(|e| format!("config.json: {e}"))?;
+    let weights = take("model.safetensors")?;
+    let (encoder, _) = SentenceEncoder::load(
+        ModelFiles {
+            config_json: config,
+            config_name: "config.json",
+            weights: weights.to_vec(),
+            weights_name: "model.safetensors",
+            tokenizer_json: take("tokenizer.json")?,
+            tokenizer_name: "tokenizer.json",
+        },
+        device,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut tasks = Vec::new();
+    for t in &manifest.tasks {
+        let name = format!("tasks/{t}.safetensors");
+        tasks.push(load_task(&encoder.model, take(&name)?, &name).map_err(|e| e.to_string())?);
+    }
+    let multitask = if manifest.multitask {
+        let spec: MultiTaskSpec = serde_json::from_slice(take("tasks.json")?)
+            .map_err(|e| format!("tasks.json: not a task list: {e}"))?;
+        Some(
+            MultiTaskModel::with_heads(
+                encoder.model.clone(),
+                spec,
+                weights,
+                "model.safetensors",
+                device,
+            )
+            .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    progress.note.set(format!(
+        "{:.1} MB ({} weights), {} of {} files from the cache, {:.1} s",
+        manifest.total_bytes() as f64 / 1e6,
+        manifest.dtype,
+        cached,
+        manifest.files.len(),
+        (now_ms() - t0) / 1000.0,
+    ));
+    Ok(Loaded {
+        device: device.clone(),
+        encoder,
+        base: manifest.base,
+        multitask,
+        tasks,
+    })
+}

@@ -1,0 +1,82 @@
+//! What the page keeps in this browser (`localStorage`): the last taught or loaded task,
+//! and that WebGPU failed here; and the task offered as a download.
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen::JsValue;
+
+use crate::text::{from_latin1, to_latin1};
+
+/// Where the page remembers that WebGPU failed in this browser: a lost device switches the
+/// page to the CPU at once, but a kernel error aborts the wasm instance, so that fallback
+/// happens on the next load.
+const WEBGPU_FAILED: &str = "polytask-webgpu-failed";
+
+/// Where the page keeps the last taught or loaded task, so that a reload (after a WebGPU
+/// failure, say) does not lose it.
+const SAVED_TASK: &str = "polytask-task";
+
+/// `localStorage` through `Reflect` (keeps web-sys features, and with them the build,
+/// unchanged).
+fn storage_call(method: &str, args: &[&str]) -> Option<JsValue> {
+    let window: JsValue = web_sys::window()?.into();
+    let storage = js_sys::Reflect::get(&window, &"localStorage".into()).ok()?;
+    let f: js_sys::Function = js_sys::Reflect::get(&storage, &method.into())
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    let args: js_sys::Array = args.iter().map(|a| JsValue::from_str(a)).collect();
+    f.apply(&storage, &args).ok()
+}
+
+/// Why WebGPU failed in this browser, if it did (and the user has not tried it again since).
+pub fn webgpu_failure() -> Option<String> {
+    storage_call("getItem", &[WEBGPU_FAILED]).and_then(|v| v.as_string())
+}
+
+/// Remembers that WebGPU failed, and why: the next start (or load) takes the CPU.
+pub fn remember_webgpu_failure(why: &str) {
+    storage_call("setItem", &[WEBGPU_FAILED, why]);
+}
+
+/// Forgets a WebGPU failure (the user asks for WebGPU again).
+pub fn forget_webgpu_failure() {
+    storage_call("removeItem", &[WEBGPU_FAILED]);
+}
+
+/// Keeps a task file in `localStorage` (base64; a task file is a few KB to a few hundred).
+pub fn remember_task(bytes: &[u8]) -> Result<(), String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let b64 = window
+        .btoa(&to_latin1(bytes))
+        .map_err(|e| format!("{e:?}"))?;
+    storage_call("setItem", &[SAVED_TASK, &b64])
+        .map(|_| ())
+        .ok_or_else(|| "this browser's storage refused it (full or disabled)".to_string())
+}
+
+/// The task kept by [`remember_task`], if any.
+pub fn remembered_task() -> Option<Vec<u8>> {
+    let b64 = storage_call("getItem", &[SAVED_TASK])?.as_string()?;
+    from_latin1(&web_sys::window()?.atob(&b64).ok()?)
+}
+
+/// Offers `bytes` as a file download.
+pub fn download(name: &str, bytes: &[u8]) -> Result<(), String> {
+    let array = js_sys::Array::new();
+    array.push(&js_sys::Uint8Array::from(bytes).buffer());
+    let blob =
+        web_sys::Blob::new_with_buffer_source_sequence(&array).map_err(|e| format!("{e:?}"))?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| format!("{e:?}"))?;
+    let document = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or("no document")?;
+    let a: web_sys::HtmlAnchorElement = document
+        .create_element("a")
+        .map_err(|e| format!("{e:?}"))?
+        .unchecked_into();
+    a.set_href(&url);
+    a.set_download(name);
+    a.click();
+    let _ = web_sys::Url::revoke_object_url(&url);
+    Ok(())
+}
