@@ -16,6 +16,13 @@ pub enum Error {
     /// Input that the model cannot take (empty batch, bad lengths...).
     #[error("{0}")]
     Input(String),
+    /// A value that could not be written out (a tensor to safetensors, settings to JSON).
+    #[error("cannot serialise: {0}")]
+    Serialise(String),
+    /// A tensor that could not be read back from its device (a lost WebGPU device, a
+    /// dtype that does not convert).
+    #[error("cannot read {what} back from the device: {message}")]
+    ReadBack { what: String, message: String },
     /// Training or adaptation whose loss became NaN or infinite; nothing was kept.
     #[error("{what} diverged at step {step}: the loss is {loss}; nothing was saved")]
     Diverged {
@@ -23,6 +30,17 @@ pub enum Error {
         step: usize,
         loss: f32,
     },
+}
+
+impl Error {
+    /// For `map_err` on a device read: `tensor.into_data().map_err(Error::read_back("logits"))`.
+    pub fn read_back<E: std::fmt::Debug>(what: impl Into<String>) -> impl FnOnce(E) -> Error {
+        let what = what.into();
+        move |e| Error::ReadBack {
+            what,
+            message: format!("{e:?}"),
+        }
+    }
 }
 
 /// Result with the core's [`Error`].

@@ -15,9 +15,9 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use polytask_core::data::formats;
 use polytask_core::fewshot::adapt::{
-    AdaptConfig, AdaptMode, FewShotModel, TASK_FORMAT, TaskMeta, accuracy, adapt, load_task,
-    read_task_meta, save_task,
+    AdaptConfig, AdaptMode, FewShotModel, Learner, validate_support,
 };
+use polytask_core::io::task_file::{TASK_FORMAT, TaskMeta, load_task, read_task_meta, save_task};
 use polytask_core::{BertInput, SentenceEncoder};
 use serde_json::json;
 
@@ -253,23 +253,13 @@ pub fn run_adapt(args: &AdaptArgs) -> Result<()> {
             l
         }
     };
-    if labels.len() < 2 {
-        bail!(
-            "{}: a task needs at least 2 labels, found {} ({})",
-            args.support.display(),
-            labels.len(),
-            labels.join(", ")
-        );
-    }
-    let ids = label_ids(&support, &labels)?;
-    for (k, l) in labels.iter().enumerate() {
-        if !ids.contains(&k) {
-            bail!(
-                "{}: label {l:?} has no example; every label needs at least one",
-                args.support.display()
-            );
-        }
-    }
+    let ids = if labels.len() < 2 {
+        Vec::new()
+    } else {
+        label_ids(&support, &labels)?
+    };
+    validate_support(&ids, labels.len(), Some(&labels))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.support.display()))?;
     let eval = args
         .eval
         .as_deref()
@@ -292,17 +282,13 @@ pub fn run_adapt(args: &AdaptArgs) -> Result<()> {
     let texts: Vec<&str> = support.iter().map(|e| e.text.as_str()).collect();
     let input = inputs(&encoder, &texts, &selected.device)?;
     let t0 = Instant::now();
-    let adapted = adapt(
-        &encoder.model,
-        input,
-        &ids,
-        labels.len(),
-        &config,
-        |step, loss| {
-            eprintln!("step {:>3}: support loss {loss:.4}", step + 1);
-        },
-    )
-    .with_context(|| format!("adapting to {}", args.support.display()))?;
+    let adapted = Learner::new(&encoder.model, &config)
+        .and_then(|learner| {
+            learner.adapt(input, &ids, labels.len(), |step, loss| {
+                eprintln!("step {:>3}: support loss {loss:.4}", step + 1);
+            })
+        })
+        .with_context(|| format!("adapting to {}", args.support.display()))?;
     let seconds = t0.elapsed().as_secs_f64();
     let name = args.name.clone().unwrap_or_else(|| {
         args.out
@@ -328,7 +314,7 @@ pub fn run_adapt(args: &AdaptArgs) -> Result<()> {
     if let (Some(eval), Some(ids)) = (eval, eval_ids) {
         let texts: Vec<&str> = eval.iter().map(|e| e.text.as_str()).collect();
         let input = inputs(&encoder, &texts, &selected.device)?;
-        let (acc, _) = accuracy(&adapted.model, input, &ids)?;
+        let (acc, _) = adapted.model.accuracy(input, &ids)?;
         println!(
             "{}",
             json!({"eval": args.eval.as_ref().map(|p| p.display().to_string()), "examples": eval.len(), "accuracy": acc})

@@ -5,7 +5,7 @@
 //! Two rows per backend and shape:
 //! - `forward`: the encoder alone, no autodiff, mean-pooled (what `embed`, `predict`,
 //!   evaluation and the frozen part of adaptation run);
-//! - `train step`: exactly [`polytask_core::train::trainer::train_step`], which the training loop
+//! - `train step`: exactly [`polytask_core::train::step::train_step`], which the training loop
 //!   calls: all-MiniLM-L6-v2 with a sentence head (150 classes, as CLINC150) and a token
 //!   head (9 tags, as CoNLL-2003) on one batch that carries both targets, the joint loss
 //!   `(ℓ_sent + ℓ_tok) / 2`, backward, gradient clipping at norm 1 and the AdamW update
@@ -20,15 +20,16 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
+use polytask_core::Pooling;
 use polytask_core::data::features::Encoded;
 use polytask_core::data::tokenizer::{Batch, Encoding};
 use polytask_core::eval::tagging::TagDecoding;
-use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec, SentencePooling};
+use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::model::pooling::mean_pool;
 use polytask_core::model::task::{TaskKind, TaskSpec};
 use polytask_core::train::loss::LossWeighting;
 use polytask_core::train::optim::{AdamW, AdamWConfig};
-use polytask_core::train::trainer::train_step;
+use polytask_core::train::step::train_step;
 use polytask_core::{BertInput, BertModel};
 
 use crate::backend::{self, BackendChoice};
@@ -179,7 +180,7 @@ fn bench_spec() -> MultiTaskSpec {
             task("intent", TaskKind::Sentence, SENTENCE_CLASSES),
             task("entities", TaskKind::Token, TOKEN_TAGS),
         ],
-        pooling: SentencePooling::Mean,
+        pooling: Pooling::Mean,
         head_dropout: 0.1,
         loss_weighting: LossWeighting::Static,
         decoding: TagDecoding::default(),

@@ -17,9 +17,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use polytask_core::fewshot::adapt::{load_task, read_task_meta};
 use polytask_core::io::bundle::{BUNDLE_FORMAT, FileEntry, Manifest};
 use polytask_core::io::checkpoint::{FloatWidth, convert_floats};
+use polytask_core::io::task_file::{load_task, read_task_meta};
 use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::{ModelFiles, SentenceEncoder, Tokenizer};
 use serde_json::json;

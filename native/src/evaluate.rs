@@ -12,9 +12,9 @@ use polytask_core::data::features::Encoded;
 use polytask_core::eval::metrics::{
     apply_oos_threshold, classification_report, entity_report, fit_oos_threshold, oos_report,
 };
+use polytask_core::eval::predict::{TaskPredictions, predict};
 use polytask_core::model::multitask::MultiTaskModel;
 use polytask_core::model::task::{TaskKind, TaskSpec};
-use polytask_core::train::trainer::{TaskPredictions, predict};
 use serde_json::{Value, json};
 
 use crate::corpus::Example;

@@ -21,14 +21,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
+use polytask_core::SentenceEncoder;
 use polytask_core::data::episodes::EpisodeSampler;
+use polytask_core::eval::metrics::accuracy;
 use polytask_core::eval::metrics::mean_ci95;
-use polytask_core::fewshot::adapt::{
-    AdaptConfig, AdaptMode, adapt_from_states, first_adapting_block, frozen_states, prepare,
-};
+use polytask_core::fewshot::adapt::{AdaptConfig, AdaptMode, Learner};
 use polytask_core::model::bert::EncoderOutput;
 use polytask_core::rng::Rng;
-use polytask_core::{BertModel, SentenceEncoder};
 use serde_json::json;
 
 use crate::adapt_cmd::{AdaptFlags, Labelled, inputs};
@@ -122,19 +121,18 @@ struct StateCache {
 
 impl StateCache {
     fn build(
-        bert: &BertModel,
+        learner: &Learner,
         encoder: &SentenceEncoder,
         examples: &[Labelled],
         wanted: &[usize],
-        first: usize,
         device: &Device,
     ) -> Result<Self> {
-        let hidden = bert.hidden_size();
+        let hidden = learner.encoder().hidden_size();
         let mut states = BTreeMap::new();
         let t0 = Instant::now();
         for chunk in wanted.chunks(64) {
             let texts: Vec<&str> = chunk.iter().map(|&i| examples[i].text.as_str()).collect();
-            let out = frozen_states(bert, inputs(encoder, &texts, device)?, first);
+            let out = learner.frozen(inputs(encoder, &texts, device)?);
             let [n, seq, h] = out.last_hidden_state.dims();
             let values: Vec<f32> = out
                 .last_hidden_state
@@ -184,50 +182,36 @@ impl StateCache {
     }
 }
 
-/// Adapts `bert` on cached support states and scores the query; returns (accuracy,
-/// seconds of adaptation including the support's frozen forward pass).
-#[allow(clippy::too_many_arguments)]
+/// Adapts on cached support states and scores the query; returns (accuracy, seconds of
+/// adaptation including the support's frozen forward pass).
 fn run_task(
-    bert: &BertModel,
+    learner: &Learner,
     cache: &StateCache,
-    first: usize,
     support: &[(usize, usize)],
     query: &[(usize, usize)],
     n_way: usize,
-    config: &AdaptConfig,
     device: &Device,
 ) -> Result<(f64, f64)> {
     let t = Instant::now();
     let s_idx: Vec<usize> = support.iter().map(|p| p.0).collect();
     let s_labels: Vec<usize> = support.iter().map(|p| p.1).collect();
     let states = cache.batch(&s_idx, device);
-    let adapted = adapt_from_states(
-        bert.clone(),
-        &states,
-        first,
-        &s_labels,
-        n_way,
-        config,
-        &mut |_, _| {},
-    )?;
+    let adapted = learner.adapt_frozen(&states, &s_labels, n_way, |_, _| {})?;
     let seconds = t.elapsed().as_secs_f64() + cache.per_example_s * support.len() as f64;
-    let mut correct = 0usize;
+    let mut pred = Vec::with_capacity(query.len());
     for chunk in query.chunks(256) {
         let q_idx: Vec<usize> = chunk.iter().map(|p| p.0).collect();
-        let pred: Vec<i64> = adapted
+        let classes = adapted
             .model
-            .logits_from(first, cache.batch(&q_idx, device))
+            .logits_from(learner.first(), cache.batch(&q_idx, device))
             .argmax(1)
             .reshape([chunk.len()])
             .try_into_vec_as::<i64>()
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        correct += pred
-            .iter()
-            .zip(chunk)
-            .filter(|(p, q)| **p as usize == q.1)
-            .count();
+        pred.extend(classes.into_iter().map(|p| p as usize));
     }
-    Ok((correct as f64 / query.len().max(1) as f64, seconds))
+    let gold: Vec<usize> = query.iter().map(|q| q.1).collect();
+    Ok((accuracy(&pred, &gold), seconds))
 }
 
 /// `(example index, class)` pairs of one support set.
@@ -389,18 +373,17 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
         }
         let mut caches: BTreeMap<(usize, bool), StateCache> = BTreeMap::new();
         for (method, config) in &methods {
-            let bert = prepare(&encoder.model, config);
-            let first = first_adapting_block(config.mode, config.layers, bert.num_layers());
+            let learner = Learner::new(&encoder.model, config)?;
+            let first = learner.first();
             if args.episodes > 0 {
                 if let std::collections::btree_map::Entry::Vacant(slot) =
                     caches.entry((first, false))
                 {
                     slot.insert(StateCache::build(
-                        &bert,
+                        &learner,
                         &encoder,
                         &data.all,
                         &episode_examples,
-                        first,
                         &device,
                     )?);
                 }
@@ -417,9 +400,8 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
                     let (mut accs, mut secs) = (Vec::new(), 0.0);
                     for _ in 0..args.episodes {
                         let e = sampler.sample();
-                        let (acc, s) = run_task(
-                            &bert, cache, first, &e.support, &e.query, args.way, config, &device,
-                        )?;
+                        let (acc, s) =
+                            run_task(&learner, cache, &e.support, &e.query, args.way, &device)?;
                         accs.push(acc);
                         secs += s;
                     }
@@ -442,11 +424,10 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
                     caches.entry((first, true))
                 {
                     slot.insert(StateCache::build(
-                        &bert,
+                        &learner,
                         &encoder,
                         &data.all,
                         &full_needed,
-                        first,
                         &device,
                     )?);
                 }
@@ -457,18 +438,12 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
                     if config.steps > 0 {
                         config.steps = args.full_way_steps;
                     }
+                    // The learner's encoder as is (its adapters kept), with these steps.
+                    let full_way = Learner::new(learner.encoder(), &config)?;
                     let (mut accs, mut secs) = (Vec::new(), 0.0);
                     for support in runs {
-                        let (acc, s) = run_task(
-                            &bert,
-                            cache,
-                            first,
-                            support,
-                            &query,
-                            classes.len(),
-                            &config,
-                            &device,
-                        )?;
+                        let (acc, s) =
+                            run_task(&full_way, cache, support, &query, classes.len(), &device)?;
                         accs.push(acc);
                         secs += s;
                     }

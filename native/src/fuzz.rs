@@ -19,11 +19,10 @@ use polytask_core::BertModel;
 use polytask_core::burn::nn::LinearConfig;
 use polytask_core::burn::tensor::Device;
 use polytask_core::data::formats;
-use polytask_core::fewshot::adapt::{
-    AdaptConfig, FewShotModel, TASK_FORMAT, TaskMeta, load_task, prepare, read_task_meta, save_task,
-};
+use polytask_core::fewshot::adapt::{AdaptConfig, FewShotModel, Learner};
 use polytask_core::io::bundle::{BUNDLE_FORMAT, FileEntry, Manifest};
 use polytask_core::io::checkpoint;
+use polytask_core::io::task_file::{TASK_FORMAT, TaskMeta, load_task, read_task_meta, save_task};
 
 use crate::recipe::Recipe;
 
@@ -453,7 +452,7 @@ fn task_files() {
             ..AdaptConfig::default()
         };
         let model = FewShotModel {
-            bert: prepare(&bert, &config),
+            bert: Learner::new(&bert, &config).unwrap().into_encoder(),
             head: LinearConfig::new(bert.hidden_size(), 2).init(&device),
         };
         let meta = TaskMeta {

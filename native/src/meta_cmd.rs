@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use polytask_core::data::episodes::{Episode, EpisodeSampler};
-use polytask_core::fewshot::adapt::{AdaptMode, accuracy, adapt, prepare};
+use polytask_core::fewshot::adapt::{AdaptMode, Learner};
 use polytask_core::fewshot::meta::{MetaConfig, MetaEpisode, MetaLearner};
 use polytask_core::io::checkpoint::bert_to_safetensors;
 use polytask_core::{BertModel, SentenceEncoder};
@@ -116,17 +116,11 @@ pub fn episode_accuracy(
     episodes: &[MetaEpisode],
     config: &polytask_core::fewshot::adapt::AdaptConfig,
 ) -> Result<f64> {
+    let learner = Learner::new(bert, config)?;
     let mut sum = 0.0;
     for e in episodes {
-        let adapted = adapt(
-            bert,
-            e.support.clone(),
-            &e.support_labels,
-            e.n_way,
-            config,
-            |_, _| {},
-        )?;
-        sum += accuracy(&adapted.model, e.query.clone(), &e.query_labels)?.0;
+        let adapted = learner.adapt(e.support.clone(), &e.support_labels, e.n_way, |_, _| {})?;
+        sum += adapted.model.accuracy(e.query.clone(), &e.query_labels)?.0;
     }
     Ok(sum / episodes.len().max(1) as f64)
 }
@@ -201,7 +195,7 @@ pub fn run(args: &MetaTrainArgs) -> Result<()> {
     val_config.seed = recipe.seed;
 
     let out = PathBuf::from(&recipe.out);
-    let mut theta = prepare(&encoder.model, &recipe.meta.inner);
+    let mut theta = Learner::new(&encoder.model, &recipe.meta.inner)?.into_encoder();
     let mut learner = MetaLearner::new(recipe.meta.clone());
     eprintln!(
         "backend: {}; {}: {} meta-train / {} meta-val classes; {:?} of {} ({} top blocks), {} meta-updates of {} episodes",

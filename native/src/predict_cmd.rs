@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use polytask_core::eval::predict::{PreparedText, sentence_output, token_output};
-use polytask_core::train::trainer::{TaskPredictions, predict};
+use polytask_core::eval::predict::{TaskPredictions, predict};
 use serde_json::{Value, json};
 
 use crate::backend::{self, BackendChoice};

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use polytask_core::Pooling;
 use polytask_core::data::sampler::TaskSampling;
-use polytask_core::model::multitask::SentencePooling;
 use polytask_core::train::loss::LossWeighting;
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +36,7 @@ pub struct ModelSection {
     #[serde(default)]
     pub path: Option<PathBuf>,
     #[serde(default)]
-    pub pooling: SentencePooling,
+    pub pooling: Pooling,
     #[serde(default = "default_dropout")]
     pub head_dropout: f64,
     /// Longest input in word pieces.
@@ -53,7 +53,7 @@ impl Default for ModelSection {
         ModelSection {
             pretrained: default_model(),
             path: None,
-            pooling: SentencePooling::Mean,
+            pooling: Pooling::Mean,
             head_dropout: default_dropout(),
             max_len: default_max_len(),
             casing: false,

@@ -32,7 +32,7 @@ use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::model::task::{TaskKind, TaskSpec, label_set, validate_tasks};
 use polytask_core::train::loss::LossWeighting;
 use polytask_core::train::optim::{AdamW, AdamWConfig, linear_schedule};
-use polytask_core::train::trainer::train_step;
+use polytask_core::train::step::train_step;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 

@@ -436,6 +436,13 @@ pub fn fit_oos_threshold(gold: &[usize], pred: &[(usize, f32)], oos_label: usize
 // Spread over runs
 // ---------------------------------------------------------------------------------------
 
+/// The share of predictions equal to the gold labels (0 for none).
+pub fn accuracy(pred: &[usize], gold: &[usize]) -> f64 {
+    debug_assert_eq!(pred.len(), gold.len());
+    let correct = pred.iter().zip(gold).filter(|(p, g)| p == g).count();
+    correct as f64 / gold.len().max(1) as f64
+}
+
 /// Mean and 95% confidence half-width `1.96 · s / √n`, where `s` is the sample standard
 /// deviation (divisor `n − 1`). Returns `(mean, 0.0)` for a single value and `(0.0, 0.0)`
 /// for none.

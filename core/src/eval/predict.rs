@@ -1,18 +1,104 @@
 //! What a text gets from a multi-task model, for people: each sentence task's label and
 //! confidence, each token task's entities (type, character span, text, confidence).
 //!
-//! The device work is [`MultiTaskModel::probabilities`]; what is here runs on the host, on
-//! probabilities already read back, so that the CLI (synchronous reads) and the browser
-//! (asynchronous reads, WebGPU) decode them the same way.
+//! [`predict`] runs a model over many examples in batches and reads the results back (the
+//! CLI's evaluation and prediction). The rest runs on the host, on probabilities already
+//! read back, so that the CLI (synchronous reads) and the browser (asynchronous reads,
+//! WebGPU) decode them the same way.
 
 use serde::Serialize;
 
-use crate::data::features::{Encoded, word_predictions};
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::data::features::{Encoded, collate, word_predictions};
 use crate::data::tokenizer::{Tokenizer, first_subword_positions, word_spans};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::metrics::extract_entities;
+use crate::eval::tagging::TagConstraints;
 use crate::model::multitask::MultiTaskModel;
 use crate::model::task::{TaskKind, TaskSpec};
+
+/// Predictions of one task over a list of examples.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskPredictions {
+    /// Per example: the class and its probability.
+    Sentence(Vec<(usize, f32)>),
+    /// Per example: the tag of each word and its probability.
+    Token(Vec<Vec<(usize, f32)>>),
+}
+
+/// Argmax and its probability along the last axis: `[n, c]` → `([n], [n])` on the host.
+fn argmax_with_prob(probs: Tensor<2>) -> Result<Vec<(usize, f32)>> {
+    let [n, _] = probs.dims();
+    let best: Tensor<2, Int> = probs.clone().argmax(1);
+    let conf = probs.gather(1, best.clone()).reshape([n]);
+    let best: Vec<i64> = best
+        .reshape([n])
+        .try_into_vec_as::<i64>()
+        .map_err(Error::read_back("the predictions"))?;
+    let conf: Vec<f32> = conf
+        .try_into_vec_as::<f32>()
+        .map_err(Error::read_back("the predictions"))?;
+    Ok(best.into_iter().map(|b| b as usize).zip(conf).collect())
+}
+
+/// Runs the model over `items` for each of `tasks` (batches of similar length, so little
+/// padding), returning predictions in the order of `items`. Token-task predictions are per
+/// word, read at its first word piece and decoded as the model's spec says (by default the
+/// most probable valid IOB2 sequence; [`word_predictions`]), with the "outside" tag
+/// (index 0) for words truncated away.
+pub fn predict(
+    model: &MultiTaskModel,
+    items: &[Encoded],
+    tasks: &[usize],
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<TaskPredictions>> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].encoding.ids.len());
+    let mut sentence: Vec<Vec<(usize, f32)>> = vec![vec![(0, 0.0); items.len()]; tasks.len()];
+    let mut token: Vec<Vec<Vec<(usize, f32)>>> = vec![vec![Vec::new(); items.len()]; tasks.len()];
+    let constraints: Vec<TagConstraints> = tasks
+        .iter()
+        .map(|&t| model.spec.decoding.constraints(&model.tasks()[t].labels))
+        .collect();
+    for chunk in order.chunks(batch_size.max(1)) {
+        let batch_items: Vec<&Encoded> = chunk.iter().map(|&i| &items[i]).collect();
+        let batch = collate(&batch_items, pad_id, device)?;
+        let enc = model.bert.forward(batch.input.clone());
+        for (k, &t) in tasks.iter().enumerate() {
+            let probs = model.probabilities(t, &enc);
+            match model.tasks()[t].kind {
+                TaskKind::Sentence => {
+                    let best = argmax_with_prob(probs)?;
+                    for (row, &i) in chunk.iter().enumerate() {
+                        sentence[k][i] = best[row];
+                    }
+                }
+                TaskKind::Token => {
+                    let probs: Vec<f32> = probs
+                        .try_into_vec_as::<f32>()
+                        .map_err(Error::read_back("the predictions"))?;
+                    let row_len = batch.seq_len * constraints[k].num_labels();
+                    for (row, &i) in chunk.iter().enumerate() {
+                        let row_probs = &probs[row * row_len..(row + 1) * row_len];
+                        token[k][i] =
+                            word_predictions(row_probs, &items[i].first_pieces, &constraints[k]);
+                    }
+                }
+            }
+        }
+    }
+    Ok(tasks
+        .iter()
+        .enumerate()
+        .map(|(k, &t)| match model.tasks()[t].kind {
+            TaskKind::Sentence => TaskPredictions::Sentence(std::mem::take(&mut sentence[k])),
+            TaskKind::Token => TaskPredictions::Token(std::mem::take(&mut token[k])),
+        })
+        .collect())
+}
 
 /// A text tokenized for prediction, with the character span of each of its words.
 #[derive(Debug, Clone, PartialEq)]
@@ -233,7 +319,7 @@ mod tests {
     }
 
     /// Decoding one text's probabilities on the host gives what the batched
-    /// [`predict`](crate::train::trainer::predict) gives, for both kinds of task.
+    /// [`predict`](crate::eval::predict::predict) gives, for both kinds of task.
     #[test]
     fn decode_agrees_with_batched_prediction() {
         let device = burn::tensor::Device::flex();
@@ -259,7 +345,7 @@ mod tests {
             .collect();
         let items: Vec<Encoded> = prepared.iter().map(|p| p.encoded.clone()).collect();
         let batched =
-            crate::train::trainer::predict(&model, &items, &[0, 1], 2, tok.pad_id(), &device)
+            crate::eval::predict::predict(&model, &items, &[0, 1], 2, tok.pad_id(), &device)
                 .unwrap();
         for (i, (text, p)) in texts.iter().zip(&prepared).enumerate() {
             let batch =
@@ -273,12 +359,8 @@ mod tests {
                 let out = decode(&model, task, text, p, &probs);
                 let spec = &model.tasks()[task];
                 let expected = match batched {
-                    crate::train::trainer::TaskPredictions::Sentence(s) => {
-                        sentence_output(spec, s[i])
-                    }
-                    crate::train::trainer::TaskPredictions::Token(t) => {
-                        token_output(spec, text, p, &t[i])
-                    }
+                    TaskPredictions::Sentence(s) => sentence_output(spec, s[i]),
+                    TaskPredictions::Token(t) => token_output(spec, text, p, &t[i]),
                 };
                 match (&out, &expected) {
                     (

@@ -15,25 +15,24 @@
 //! costs one forward pass plus a few tiny steps.
 //!
 //! The adapted parameters alone (head, adapters or top blocks) are saved as a *task file*
-//! ([`save_task`] / [`load_task`]): a small safetensors file with the label set and the
+//! ([`crate::io::task_file`]): a small safetensors file with the label set and the
 //! settings in its metadata, applied on top of the same base encoder.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::nn::{Linear, LinearConfig};
+use burn::module::Module;
+use burn::nn::Linear;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fewshot::meta::prototypes;
-use crate::io::checkpoint::{read_f32_tensors, read_header};
+use crate::eval::metrics::accuracy;
+use crate::fewshot::prototypes::prototype_head;
 use crate::model::bert::{BertInput, BertModel, EncoderOutput};
+use crate::model::params::set_trainable;
 use crate::model::pooling::{l2_normalize, mean_pool};
 use crate::rng::Rng;
 use crate::train::loss::cross_entropy;
-use crate::train::optim::{AdamW, AdamWConfig, read_metadata, write_safetensors_shaped};
+use crate::train::optim::{AdamW, AdamWConfig};
 
 /// Which parameters adapt to a new task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +177,24 @@ impl FewShotModel {
         softmax(self.logits(input), 1)
     }
 
+    /// `[batch]` predicted classes (the argmax of the logits).
+    pub fn predict(&self, input: BertInput) -> Tensor<1, Int> {
+        let n = input.input_ids.dims()[0];
+        self.logits(input).argmax(1).reshape([n])
+    }
+
+    /// Accuracy on a labelled batch, and the predicted classes (read back synchronously).
+    pub fn accuracy(&self, input: BertInput, labels: &[usize]) -> Result<(f64, Vec<usize>)> {
+        let pred: Vec<usize> = self
+            .predict(input)
+            .try_into_vec_as::<i64>()
+            .map_err(Error::read_back("the predictions"))?
+            .into_iter()
+            .map(|p| p as usize)
+            .collect();
+        Ok((accuracy(&pred, labels), pred))
+    }
+
     /// Number of classes.
     pub fn num_classes(&self) -> usize {
         self.head.weight.dims()[1]
@@ -188,25 +205,6 @@ impl FewShotModel {
 pub fn features(bert: &BertModel, first: usize, states: EncoderOutput) -> Tensor<2> {
     let out = bert.forward_from(first, states);
     l2_normalize(mean_pool(out.last_hidden_state, out.mask))
-}
-
-/// The prototype head with logit scale `s`: `W_k = 2s·c_k`, `b_k = −s‖c_k‖²`, so that
-/// `logit_k = s(‖x‖² − ‖x − c_k‖²)` and its argmax is the nearest prototype.
-pub fn scaled_prototype_head(
-    features: Tensor<2>,
-    labels: &[usize],
-    n_way: usize,
-    s: f64,
-) -> Linear {
-    let device = features.device();
-    let c = prototypes(features, labels, n_way);
-    let [_, hidden] = c.dims();
-    let weight = c.clone().transpose() * (2.0 * s);
-    let bias = c.powf_scalar(2.0).sum_dim(1).reshape([n_way]) * (-s);
-    let mut head = LinearConfig::new(hidden, n_way).init(&device);
-    head.weight = Param::from_tensor(weight);
-    head.bias = Some(Param::from_tensor(bias));
-    head
 }
 
 /// The block index of an encoder parameter path (`bert.encoder.layer.3.…` → 3).
@@ -233,110 +231,25 @@ pub fn is_trainable(path: &str, mode: AdaptMode, first: usize) -> bool {
 }
 
 /// The first adapting block: `layers` counted from the top; all blocks frozen for `Head`.
-pub fn first_adapting_block(mode: AdaptMode, layers: usize, num_layers: usize) -> usize {
+pub(crate) fn first_adapting_block(mode: AdaptMode, layers: usize, num_layers: usize) -> usize {
     match mode {
         AdaptMode::Head => num_layers,
         _ => num_layers - layers.min(num_layers),
     }
 }
 
-/// Marks parameters trainable or frozen by path.
-struct SetTrainable<F: Fn(&str) -> bool> {
-    path: Vec<String>,
-    trainable: F,
-}
-
-impl<F: Fn(&str) -> bool> ModuleMapper for SetTrainable<F> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let trainable = (self.trainable)(&self.path.join("."));
-        param.set_require_grad(trainable)
-    }
-}
-
-/// Every float parameter by path: shape and values.
-#[derive(Default)]
-struct Snapshot {
-    path: Vec<String>,
-    values: BTreeMap<String, (Vec<usize>, Tensor<1>)>,
-}
-
-impl ModuleVisitor for Snapshot {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let v = param.val();
-        let shape = v.dims().to_vec();
-        let n: usize = shape.iter().product();
-        self.values
-            .insert(self.path.join("."), (shape, v.reshape([n])));
-    }
-}
-
-/// Float parameters of `module` by path, as (shape, flat values).
-pub fn parameters<M: Module>(module: &M) -> BTreeMap<String, (Vec<usize>, Tensor<1>)> {
-    let mut s = Snapshot::default();
-    module.visit(&mut s);
-    s.values
-}
-
-/// Replaces parameters by path (ids kept).
-struct SetValues {
-    path: Vec<String>,
-    values: BTreeMap<String, (Vec<usize>, Tensor<1>)>,
-    mismatched: Vec<String>,
-}
-
-impl ModuleMapper for SetValues {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let path = self.path.join(".");
-        let Some((shape, flat)) = self.values.remove(&path) else {
-            return param;
-        };
-        let want = param.val().dims().to_vec();
-        if shape != want {
-            self.mismatched.push(format!(
-                "'{path}' has shape {shape:?}, the model's is {want:?}"
-            ));
-            return param;
-        }
-        let (id, tensor, mapper) = param.consume();
-        let dims: [usize; D] = want.try_into().expect("rank D");
-        let mut new = flat.reshape(dims);
-        if tensor.is_require_grad() {
-            new = new.require_grad();
-        }
-        Param::from_mapped_value(id, new, mapper)
-    }
-}
-
-/// Checks a support set: labels in range, at least 2 classes, every class with an example.
-fn check_support(labels: &[usize], n_way: usize, batch: usize) -> Result<()> {
-    if labels.len() != batch {
-        return Err(Error::Input(format!(
-            "{} labels for {batch} support examples",
-            labels.len()
-        )));
-    }
+/// Checks a support set's labels: at least 2 classes, every label index below `n_way`,
+/// every class with an example. With `names` (`n_way` of them) the messages name the
+/// labels; the callers add where the examples came from.
+pub fn validate_support(labels: &[usize], n_way: usize, names: Option<&[String]>) -> Result<()> {
     if n_way < 2 {
-        return Err(Error::Input(format!(
-            "a task needs at least 2 labels, got {n_way}"
-        )));
+        return Err(Error::Input(match names {
+            Some(names) => format!(
+                "a task needs at least 2 labels, found {n_way} ({})",
+                names.join(", ")
+            ),
+            None => format!("a task needs at least 2 labels, got {n_way}"),
+        }));
     }
     let mut counts = vec![0usize; n_way];
     for &l in labels {
@@ -348,9 +261,12 @@ fn check_support(labels: &[usize], n_way: usize, batch: usize) -> Result<()> {
         counts[l] += 1;
     }
     if let Some(empty) = counts.iter().position(|&c| c == 0) {
-        return Err(Error::Input(format!(
-            "label #{empty} has no support example; every label needs at least one"
-        )));
+        return Err(Error::Input(match names.and_then(|n| n.get(empty)) {
+            Some(name) => format!("label {name:?} has no example; every label needs at least one"),
+            None => {
+                format!("label #{empty} has no support example; every label needs at least one")
+            }
+        }));
     }
     Ok(())
 }
@@ -380,6 +296,134 @@ fn to_autodiff(states: EncoderOutput) -> EncoderOutput {
     }
 }
 
+/// An encoder ready to adapt to new tasks under one configuration: learn2learn's
+/// `clone()` then `adapt()`. [`Learner::new`] checks the settings, gives the encoder its
+/// adapters and splits it into the frozen bottom and the adapting top; each task then
+/// adapts a copy, leaving the learner as it was.
+///
+/// ```text
+/// let learner = Learner::new(&encoder, &config)?;
+/// let adapted = learner.adapt(support, &labels, n_way, |step, loss| ...)?;
+/// let (accuracy, predicted) = adapted.model.accuracy(query, &query_labels)?;
+/// ```
+///
+/// Callers that adapt many tasks over the same texts run the frozen blocks once
+/// ([`Learner::frozen`]) and adapt from those states ([`Learner::adapt_frozen`]); callers
+/// that must not block between steps (the browser) step an [`AdaptSession`]
+/// ([`Learner::session`]).
+#[derive(Debug, Clone)]
+pub struct Learner {
+    bert: BertModel,
+    first: usize,
+    config: AdaptConfig,
+}
+
+impl Learner {
+    /// `encoder` lives on a plain device (its autodiff counterpart is used for the steps).
+    pub fn new(encoder: &BertModel, config: &AdaptConfig) -> Result<Self> {
+        config.validate(encoder.num_layers())?;
+        let bert = prepare(encoder, config);
+        let first = first_adapting_block(config.mode, config.layers, bert.num_layers());
+        Ok(Learner {
+            bert,
+            first,
+            config: config.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &AdaptConfig {
+        &self.config
+    }
+
+    /// The first adapting block (the encoder's block count for head-only adaptation).
+    pub fn first(&self) -> usize {
+        self.first
+    }
+
+    /// The encoder tasks adapt from (with its adapters).
+    pub fn encoder(&self) -> &BertModel {
+        &self.bert
+    }
+
+    pub fn into_encoder(self) -> BertModel {
+        self.bert
+    }
+
+    /// A tokenized batch through the frozen blocks: what the adapting top starts from.
+    pub fn frozen(&self, input: BertInput) -> EncoderOutput {
+        frozen_states(&self.bert, input, self.first)
+    }
+
+    /// Adapts to a task from its tokenized support set; `labels[i] < n_way` are its
+    /// classes. `on_step(step, loss)` is called after each step with the loss before it.
+    /// A NaN or infinite loss stops the adaptation with [`Error::Diverged`].
+    pub fn adapt(
+        &self,
+        support: BertInput,
+        labels: &[usize],
+        n_way: usize,
+        on_step: impl FnMut(usize, f32),
+    ) -> Result<Adapted> {
+        self.adapt_frozen(&self.frozen(support), labels, n_way, on_step)
+    }
+
+    /// [`Learner::adapt`] from support states already through the frozen blocks
+    /// ([`Learner::frozen`]).
+    pub fn adapt_frozen(
+        &self,
+        support: &EncoderOutput,
+        labels: &[usize],
+        n_way: usize,
+        mut on_step: impl FnMut(usize, f32),
+    ) -> Result<Adapted> {
+        let mut session = self.session(support.clone(), labels, n_way)?;
+        let mut losses = Vec::with_capacity(self.config.steps);
+        while !session.is_done() {
+            let step = session.steps_done();
+            let value = session.step().into_scalar::<f32>();
+            check_loss(step, value)?;
+            on_step(step, value);
+            losses.push(value);
+        }
+        Ok(Adapted {
+            losses,
+            ..session.finish()
+        })
+    }
+
+    /// Adaptation one step at a time from support states through the frozen blocks: the
+    /// prototype head is built here, each [`AdaptSession::step`] runs one update.
+    pub fn session(
+        &self,
+        support: EncoderOutput,
+        labels: &[usize],
+        n_way: usize,
+    ) -> Result<AdaptSession> {
+        AdaptSession::new(
+            self.bert.clone(),
+            support,
+            self.first,
+            labels,
+            n_way,
+            &self.config,
+        )
+    }
+}
+
+/// The divergence check of every adaptation loop: `Err` when the support loss read
+/// before step `step` (0-based) is NaN or infinite. Nothing adapted is kept then.
+pub fn check_loss(step: usize, loss: f32) -> Result<()> {
+    if loss.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Diverged {
+            what: "adaptation".into(),
+            step: step + 1,
+            loss,
+        })
+    }
+}
+
 /// The result of adapting to one task.
 #[derive(Debug)]
 pub struct Adapted {
@@ -393,14 +437,14 @@ pub struct Adapted {
 
 /// The frozen bottom of the encoder, run once over a batch: what the adapting top starts
 /// from. `bert` must have its adapters already (see [`prepare`]).
-pub fn frozen_states(bert: &BertModel, input: BertInput, first: usize) -> EncoderOutput {
+pub(crate) fn frozen_states(bert: &BertModel, input: BertInput, first: usize) -> EncoderOutput {
     bert.valid().forward_until(input, first)
 }
 
 /// The encoder a task adapts: `bert` itself, with fresh adapters in the top `layers`
 /// blocks for [`AdaptMode::Adapters`] where it has none yet (a meta-learned encoder brings
 /// its own).
-pub fn prepare(bert: &BertModel, config: &AdaptConfig) -> BertModel {
+pub(crate) fn prepare(bert: &BertModel, config: &AdaptConfig) -> BertModel {
     let bert = bert.clone();
     if config.mode == AdaptMode::Adapters {
         let device = bert.pooler.dense.weight.device();
@@ -408,59 +452,6 @@ pub fn prepare(bert: &BertModel, config: &AdaptConfig) -> BertModel {
     } else {
         bert
     }
-}
-
-/// Adapts to a new task from its support set. `bert` lives on a plain device (its
-/// autodiff counterpart is used for the steps); `support` is the tokenized support set on
-/// that device and `labels[i] < n_way` its classes. `on_step(step, loss)` is called before
-/// each update. A NaN or infinite loss stops the adaptation with [`Error::Diverged`].
-pub fn adapt(
-    bert: &BertModel,
-    support: BertInput,
-    labels: &[usize],
-    n_way: usize,
-    config: &AdaptConfig,
-    mut on_step: impl FnMut(usize, f32),
-) -> Result<Adapted> {
-    // The support set is checked by `AdaptSession::new`.
-    config.validate(bert.num_layers())?;
-    let bert = prepare(bert, config);
-    let first = first_adapting_block(config.mode, config.layers, bert.num_layers());
-    let cached = frozen_states(&bert, support, first);
-    adapt_from_states(bert, &cached, first, labels, n_way, config, &mut on_step)
-}
-
-/// [`adapt`] from states already through blocks `..first` of `bert` (which must already
-/// carry its adapters): lets a caller that adapts many tasks on one encoder, or runs the
-/// frozen part elsewhere, skip the frozen forward pass.
-pub fn adapt_from_states(
-    bert: BertModel,
-    cached: &EncoderOutput,
-    first: usize,
-    labels: &[usize],
-    n_way: usize,
-    config: &AdaptConfig,
-    on_step: &mut dyn FnMut(usize, f32),
-) -> Result<Adapted> {
-    let mut session = AdaptSession::new(bert, cached.clone(), first, labels, n_way, config)?;
-    let mut losses = Vec::with_capacity(config.steps);
-    while !session.is_done() {
-        let step = session.steps_done();
-        let value = session.step().into_scalar::<f32>();
-        if !value.is_finite() {
-            return Err(Error::Diverged {
-                what: "adaptation".into(),
-                step: step + 1,
-                loss: value,
-            });
-        }
-        on_step(step, value);
-        losses.push(value);
-    }
-    Ok(Adapted {
-        losses,
-        ..session.finish()
-    })
 }
 
 /// Adaptation one step at a time, for callers that must not block between steps (the
@@ -484,7 +475,7 @@ pub struct AdaptSession {
 
 impl AdaptSession {
     /// Builds the prototype head from the support states and prepares the steps.
-    pub fn new(
+    fn new(
         bert: BertModel,
         cached: EncoderOutput,
         first: usize,
@@ -494,14 +485,19 @@ impl AdaptSession {
     ) -> Result<Self> {
         config.validate(bert.num_layers())?;
         let [batch, _, _] = cached.last_hidden_state.dims();
-        check_support(labels, n_way, batch)?;
+        if labels.len() != batch {
+            return Err(Error::Input(format!(
+                "{} labels for {batch} support examples",
+                labels.len()
+            )));
+        }
+        validate_support(labels, n_way, None)?;
         let device = cached.mask.device();
         let feats = features(&bert.valid(), first, cached.clone());
-        let head = scaled_prototype_head(feats, labels, n_way, config.scale);
+        let head = prototype_head(feats, labels, n_way, config.scale);
         let mode = config.mode;
-        let mut model = FewShotModel { bert, head }.map(&mut SetTrainable {
-            path: Vec::new(),
-            trainable: |p: &str| is_trainable(p, mode, first),
+        let mut model = set_trainable(FewShotModel { bert, head }, |p| {
+            is_trainable(p, mode, first)
         });
         if config.steps > 0 {
             let ad = device.autodiff();
@@ -577,203 +573,23 @@ impl AdaptSession {
     }
 }
 
-/// Accuracy of `model` on a labelled batch, and its predicted classes.
-pub fn accuracy(
-    model: &FewShotModel,
-    input: BertInput,
-    labels: &[usize],
-) -> Result<(f64, Vec<usize>)> {
-    let pred = model.logits(input).argmax(1);
-    let n = labels.len();
-    let pred: Vec<usize> = pred
-        .reshape([n])
-        .try_into_vec_as::<i64>()
-        .map_err(|e| Error::Input(format!("cannot read predictions back: {e:?}")))?
-        .into_iter()
-        .map(|p| p as usize)
-        .collect();
-    let correct = pred.iter().zip(labels).filter(|(p, l)| p == l).count();
-    Ok((correct as f64 / n.max(1) as f64, pred))
-}
-
-/// What a task file says about itself (its safetensors metadata).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskMeta {
-    /// Format marker and version: `polytask-task/1`.
-    pub format: String,
-    pub name: String,
-    pub labels: Vec<String>,
-    pub config: AdaptConfig,
-    /// The first adapting block.
-    pub first: usize,
-    /// Identifies the base encoder the task was adapted from (e.g. its sha256).
-    pub base: String,
-    /// The tokenizer's maximum length during adaptation.
-    pub max_len: usize,
-}
-
-pub const TASK_FORMAT: &str = "polytask-task/1";
-
-/// The adapted parameters alone (head, plus adapters or top blocks) as a safetensors file,
-/// with `meta` in its metadata. Paths are the model's (`head.weight`,
-/// `bert.encoder.layer.5.output.adapter.up.weight`), shapes burn's (`[in, out]`).
-pub fn save_task(model: &FewShotModel, meta: &TaskMeta) -> Result<Vec<u8>> {
-    let mut entries = Vec::new();
-    for (path, shape, values) in task_tensors(model, meta)? {
-        let values = values
-            .try_into_vec_as::<f32>()
-            .map_err(|e| Error::Input(format!("cannot read {path} back: {e:?}")))?;
-        entries.push((path, shape, values));
-    }
-    Ok(write_task(&entries, meta))
-}
-
-/// [`save_task`] reading the parameters back asynchronously (WebGPU in the browser).
-pub async fn save_task_async(model: &FewShotModel, meta: &TaskMeta) -> Result<Vec<u8>> {
-    let mut entries = Vec::new();
-    for (path, shape, values) in task_tensors(model, meta)? {
-        let values = values
-            .into_data_async()
-            .await
-            .map_err(|e| Error::Input(format!("cannot read {path} back: {e:?}")))?
-            .try_into_vec_as::<f32>()
-            .map_err(|e| Error::Input(format!("cannot read {path} back: {e:?}")))?;
-        entries.push((path, shape, values));
-    }
-    Ok(write_task(&entries, meta))
-}
-
-/// The adapted parameters of a task: `(path, shape, flat values)`.
-fn task_tensors(
-    model: &FewShotModel,
-    meta: &TaskMeta,
-) -> Result<Vec<(String, Vec<usize>, Tensor<1>)>> {
-    if meta.labels.len() != model.num_classes() {
-        return Err(Error::Input(format!(
-            "{} labels for a head with {} classes",
-            meta.labels.len(),
-            model.num_classes()
-        )));
-    }
-    Ok(parameters(model)
-        .into_iter()
-        .filter(|(path, _)| is_trainable(path, meta.config.mode, meta.first))
-        .map(|(path, (shape, values))| (path, shape, values))
-        .collect())
-}
-
-fn write_task(entries: &[(String, Vec<usize>, Vec<f32>)], meta: &TaskMeta) -> Vec<u8> {
-    let mut metadata = BTreeMap::new();
-    metadata.insert(
-        "task".to_string(),
-        serde_json::to_string(meta).expect("serialisable"),
-    );
-    write_safetensors_shaped(entries, &metadata)
-}
-
-/// Reads a task file's metadata only.
-pub fn read_task_meta(bytes: &[u8], source: &str) -> Result<TaskMeta> {
-    let fail = |m: String| Error::Checkpoint {
-        file: source.into(),
-        message: m,
-    };
-    read_header(bytes, source)?;
-    let metadata = read_metadata(bytes).map_err(fail)?;
-    let text = metadata
-        .get("task")
-        .ok_or_else(|| fail("not a task file (no task metadata)".into()))?;
-    let meta: TaskMeta =
-        serde_json::from_str(text).map_err(|e| fail(format!("bad task metadata: {e}")))?;
-    if meta.format != TASK_FORMAT {
-        return Err(fail(format!(
-            "task format {:?}, this build reads {TASK_FORMAT:?}",
-            meta.format
-        )));
-    }
-    Ok(meta)
-}
-
-/// Applies a task file to the base encoder `bert` it was adapted from: the result
-/// predicts the task's labels. Missing, extra or mis-shaped tensors are named.
-pub fn load_task(bert: &BertModel, bytes: &[u8], source: &str) -> Result<(FewShotModel, TaskMeta)> {
-    let fail = |m: String| Error::Checkpoint {
-        file: source.into(),
-        message: m,
-    };
-    let meta = read_task_meta(bytes, source)?;
-    crate::io::checkpoint::check_finite(bytes, source)?;
-    if meta.labels.len() < 2 {
-        return Err(fail(format!(
-            "a task needs at least 2 labels, the file has {}",
-            meta.labels.len()
-        )));
-    }
-    meta.config
-        .validate(bert.num_layers())
-        .map_err(|e| fail(format!("metadata: {e}")))?;
-    if meta.first > bert.num_layers() {
-        return Err(fail(format!(
-            "metadata: first = {}, but the encoder has {} blocks",
-            meta.first,
-            bert.num_layers()
-        )));
-    }
-    if !(3..=bert.max_positions()).contains(&meta.max_len) {
-        return Err(fail(format!(
-            "metadata: max_len = {}, the encoder takes 3 to {} word pieces",
-            meta.max_len,
-            bert.max_positions()
-        )));
-    }
-    let device = bert.pooler.dense.weight.device();
-    let bert = prepare(bert, &meta.config);
-    let hidden = bert.hidden_size();
-    let model = FewShotModel {
-        bert,
-        head: LinearConfig::new(hidden, meta.labels.len()).init(&device),
-    };
-    let values: BTreeMap<String, (Vec<usize>, Tensor<1>)> = read_f32_tensors(bytes, source)?
-        .into_iter()
-        .map(|(name, (shape, v))| {
-            let n = v.len();
-            let t = Tensor::<1>::from_data(TensorData::new(v, [n]), &device);
-            (name, (shape, t))
-        })
-        .collect();
-    let expected: BTreeSet<String> = parameters(&model)
-        .into_keys()
-        .filter(|p| is_trainable(p, meta.config.mode, meta.first))
-        .collect();
-    let stored: BTreeSet<String> = values.keys().cloned().collect();
-    let missing: Vec<&String> = expected.difference(&stored).collect();
-    if !missing.is_empty() {
-        return Err(fail(format!("missing tensors {missing:?}")));
-    }
-    let extra: Vec<&String> = stored.difference(&expected).collect();
-    if !extra.is_empty() {
-        return Err(fail(format!(
-            "tensors {extra:?} are not adapted parameters of this task (does the base model match?)"
-        )));
-    }
-    let mut setter = SetValues {
-        path: Vec::new(),
-        values,
-        mismatched: Vec::new(),
-    };
-    let model = model.map(&mut setter);
-    if !setter.mismatched.is_empty() {
-        return Err(fail(format!(
-            "{} (does the base model match?)",
-            setter.mismatched.join("; ")
-        )));
-    }
-    Ok((model, meta))
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::fewshot::meta::nearest_prototype;
+    use crate::model::params::parameters;
+
+    /// Adapts through a [`Learner`], as every caller does.
+    pub(crate) fn adapt(
+        bert: &BertModel,
+        support: BertInput,
+        labels: &[usize],
+        n_way: usize,
+        config: &AdaptConfig,
+        on_step: impl FnMut(usize, f32),
+    ) -> Result<Adapted> {
+        Learner::new(bert, config)?.adapt(support, labels, n_way, on_step)
+    }
+    use crate::fewshot::prototypes::{nearest_prototype, prototypes};
     use crate::model::config::BertConfig;
     use burn::tensor::Device;
 
@@ -806,7 +622,7 @@ pub(crate) mod tests {
         (bert, support, vec![0, 0, 1, 1, 2, 2], query, vec![0, 1, 2])
     }
 
-    fn config(mode: AdaptMode, steps: usize) -> AdaptConfig {
+    pub(crate) fn config(mode: AdaptMode, steps: usize) -> AdaptConfig {
         // Scale 1: the prototype head starts far from a perfect fit, leaving a loss to lower.
         AdaptConfig {
             mode,
@@ -888,10 +704,9 @@ pub(crate) mod tests {
         let first = first_adapting_block(c.mode, c.layers, bert.num_layers());
         let cached = frozen_states(&bert, support, first);
         let feats = features(&bert, first, cached.clone());
-        let head = scaled_prototype_head(feats, &labels, 3, 10.0);
-        let model = FewShotModel { bert, head }.map(&mut SetTrainable {
-            path: Vec::new(),
-            trainable: |p: &str| is_trainable(p, AdaptMode::Adapters, first),
+        let head = prototype_head(feats, &labels, 3, 10.0);
+        let model = set_trainable(FewShotModel { bert, head }, |p| {
+            is_trainable(p, AdaptMode::Adapters, first)
         });
         let ad = Device::flex().autodiff();
         let model = model.fork(&ad).train();
@@ -974,60 +789,5 @@ pub(crate) mod tests {
         let mut c = config(AdaptMode::Adapters, 2);
         c.layers = n;
         assert!(adapt(&bert, support, &labels, 3, &c, |_, _| {}).is_ok());
-    }
-
-    #[test]
-    fn task_files_round_trip_with_identical_predictions() {
-        let (bert, support, labels, query, _) = setup();
-        for mode in AdaptMode::ALL {
-            let c = config(mode, 3);
-            let adapted = adapt(&bert, support.clone(), &labels, 3, &c, |_, _| {}).unwrap();
-            let meta = TaskMeta {
-                format: TASK_FORMAT.into(),
-                name: "toy".into(),
-                labels: vec!["a".into(), "b".into(), "c".into()],
-                config: c.clone(),
-                first: adapted.first,
-                base: "tiny".into(),
-                max_len: 16,
-            };
-            let bytes = save_task(&adapted.model, &meta).unwrap();
-            let names = read_header(&bytes, "t").unwrap();
-            match mode {
-                AdaptMode::Head => assert_eq!(names.len(), 2),
-                AdaptMode::Adapters => assert_eq!(names.len(), 2 + 8),
-                AdaptMode::Full => assert_eq!(names.len(), 2 + 16),
-            }
-            let (loaded, meta2) = load_task(&bert, &bytes, "t").unwrap();
-            assert_eq!(meta2, meta);
-            let p = |m: &FewShotModel| {
-                m.probabilities(query.clone())
-                    .try_into_vec_as::<f32>()
-                    .unwrap()
-            };
-            assert_eq!(p(&adapted.model), p(&loaded), "{mode:?}");
-            // The same file on another encoder shape: named, not a panic.
-            let other = BertConfig {
-                hidden_size: 8,
-                num_attention_heads: 2,
-                intermediate_size: 16,
-                ..BertConfig::tiny(30)
-            }
-            .init(&Device::flex());
-            let e = load_task(&other, &bytes, "t.safetensors")
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.starts_with("t.safetensors: ") && e.contains("shape"),
-                "{e}"
-            );
-        }
-        let e = load_task(
-            &bert,
-            &crate::train::optim::write_safetensors(&[("x".into(), vec![1.0])], &BTreeMap::new()),
-            "x",
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("not a task file"), "{e}");
     }
 }

@@ -1,9 +1,7 @@
 //! Building blocks of first-order meta-learning.
 //!
-//! - [`prototype_head`]: an episode head from the support set's class prototypes
-//!   (ProtoMAML, Triantafillou et al. 2020): `W_k = 2·c_k`, `b_k = −‖c_k‖²`, so that
-//!   `x·W_k + b_k = ‖x‖² − ‖x − c_k‖²` and the head's argmax is the nearest prototype
-//!   before any step, whatever the order of the labels.
+//! - Each episode's head starts from the support set's class prototypes
+//!   ([`crate::fewshot::prototypes::prototype_head`]) and is never meta-learned.
 //! - [`reptile_update`]: Reptile's outer step (Nichol et al. 2018),
 //!   `θ ← θ + ε (mean_i φ_i − θ)` over the adapted weights `φ_i` of a meta-batch.
 //! - First-order MAML applies the query-set gradient taken at the adapted weights `φ` to
@@ -12,116 +10,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
-use burn::nn::{Linear, LinearConfig};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::eval::metrics::accuracy;
 use crate::fewshot::adapt::{
-    AdaptConfig, adapt, first_adapting_block, frozen_states, is_trainable,
+    AdaptConfig, Learner, first_adapting_block, frozen_states, is_trainable,
 };
 use crate::model::bert::{BertInput, BertModel, EncoderOutput};
+use crate::model::params::{map_parameters, visit_parameters};
 use crate::train::loss::cross_entropy;
 use crate::train::optim::{AdamW, AdamWConfig};
-
-/// Class prototypes: the mean embedding of each class. `embeddings`: `[n, hidden]`,
-/// `labels[i] < n_way` → `[n_way, hidden]`.
-pub fn prototypes(embeddings: Tensor<2>, labels: &[usize], n_way: usize) -> Tensor<2> {
-    let [n, _] = embeddings.dims();
-    let device = embeddings.device();
-    let mut onehot = vec![0f32; n_way * n];
-    let mut counts = vec![0f32; n_way];
-    for (i, &l) in labels.iter().enumerate() {
-        onehot[l * n + i] = 1.0;
-        counts[l] += 1.0;
-    }
-    let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [n_way, n]), &device);
-    let counts = Tensor::<1>::from_data(TensorData::new(counts, [n_way]), &device)
-        .clamp_min(1.0)
-        .reshape([n_way, 1]);
-    onehot.matmul(embeddings) / counts
-}
-
-/// A linear head `[hidden] → [n_way]` initialised from the prototypes of the support set.
-pub fn prototype_head(
-    embeddings: Tensor<2>,
-    labels: &[usize],
-    n_way: usize,
-    device: &Device,
-) -> Linear {
-    let c = prototypes(embeddings, labels, n_way);
-    let [_, hidden] = c.dims();
-    let weight = c.clone().transpose() * 2.0; // [hidden, n_way]
-    let bias = c.clone().powf_scalar(2.0).sum_dim(1).reshape([n_way]).neg();
-    let mut head = LinearConfig::new(hidden, n_way).init(device);
-    head.weight = Param::from_tensor(weight);
-    head.bias = Some(Param::from_tensor(bias));
-    head
-}
-
-/// Nearest prototype by Euclidean distance: `[n, hidden]` → class per row.
-pub fn nearest_prototype(embeddings: Tensor<2>, prototypes: Tensor<2>) -> Tensor<1, Int> {
-    let [n, h] = embeddings.dims();
-    let [k, _] = prototypes.dims();
-    let diff = embeddings.reshape([n, 1, h]) - prototypes.reshape([1, k, h]);
-    let dist = diff.powf_scalar(2.0).sum_dim(2).reshape([n, k]);
-    dist.argmin(1).reshape([n])
-}
-
-/// Collects every float parameter by path, flattened.
-#[derive(Default)]
-struct Collect {
-    path: Vec<String>,
-    values: BTreeMap<String, Tensor<1>>,
-}
-
-impl ModuleVisitor for Collect {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let v = param.val().inner();
-        let n = v.shape().num_elements();
-        self.values.insert(self.path.join("."), v.reshape([n]));
-    }
-}
-
-struct Interpolate {
-    path: Vec<String>,
-    target: BTreeMap<String, Tensor<1>>,
-    epsilon: f64,
-}
-
-impl ModuleMapper for Interpolate {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let Some(target) = self.target.remove(&self.path.join(".")) else {
-            return Param::from_mapped_value(id, tensor, mapper);
-        };
-        let require_grad = tensor.is_require_grad();
-        let theta = tensor.inner();
-        let shape = theta.shape();
-        let n = shape.num_elements();
-        let flat = theta.reshape([n]);
-        let new = (flat.clone() + (target - flat) * self.epsilon).reshape(shape);
-        let mut new = Tensor::from_inner(new);
-        if require_grad {
-            new = new.require_grad();
-        }
-        Param::from_mapped_value(id, new, mapper)
-    }
-}
 
 /// Reptile's outer update: `θ + ε (mean_i φ_i − θ)` for every float parameter, matched by
 /// path. `adapted` holds the task-adapted copies `φ_i` of `theta` (non-empty).
@@ -143,22 +45,19 @@ pub fn reptile_update_where<M: Module>(
     );
     let mut mean: BTreeMap<String, Tensor<1>> = BTreeMap::new();
     for phi in adapted {
-        let mut c = Collect::default();
-        phi.visit(&mut c);
-        for (path, v) in c.values {
-            if !keep(&path) {
-                continue;
+        visit_parameters(phi, |path, _, v| {
+            if keep(path) {
+                let entry = mean.remove(path);
+                mean.insert(path.to_string(), entry.map_or(v.clone(), |m| m + v));
             }
-            let entry = mean.remove(&path);
-            mean.insert(path, entry.map_or(v.clone(), |m| m + v));
-        }
+        });
     }
     let n = adapted.len() as f64;
-    let target = mean.into_iter().map(|(p, v)| (p, v / n)).collect();
-    theta.map(&mut Interpolate {
-        path: Vec::new(),
-        target,
-        epsilon,
+    let mut target: BTreeMap<String, Tensor<1>> =
+        mean.into_iter().map(|(p, v)| (p, v / n)).collect();
+    map_parameters(theta, |slot| match target.remove(slot.path) {
+        Some(target) => slot.value.clone() + (target - slot.value) * epsilon,
+        None => slot.value,
     })
 }
 
@@ -314,12 +213,10 @@ impl MetaLearner {
             config.seed = inner
                 .seed
                 .wrapping_add((self.iteration * episodes.len() + i) as u64);
-            let adapted = adapt(
-                &theta,
+            let adapted = Learner::new(&theta, &config)?.adapt(
                 e.support.clone(),
                 &e.support_labels,
                 e.n_way,
-                &config,
                 |_, _| {},
             )?;
             support_loss += adapted.losses.first().copied().unwrap_or(f32::NAN);
@@ -336,17 +233,16 @@ impl MetaLearner {
             let n = e.query_labels.len();
             let y: Vec<i64> = e.query_labels.iter().map(|&l| l as i64).collect();
             let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), &ad);
-            let pred: Vec<i64> = logits
+            let pred: Vec<usize> = logits
                 .clone()
                 .argmax(1)
                 .reshape([n])
                 .try_into_vec_as::<i64>()
-                .map_err(|e| Error::Input(format!("{e:?}")))?;
-            let correct = pred
-                .iter()
-                .zip(&e.query_labels)
-                .filter(|(p, l)| **p as usize == **l);
-            query_accuracy += correct.count() as f64 / n as f64;
+                .map_err(Error::read_back("the query predictions"))?
+                .into_iter()
+                .map(|p| p as usize)
+                .collect();
+            query_accuracy += accuracy(&pred, &e.query_labels);
             let loss = cross_entropy(logits, y);
             let value = loss.clone().into_scalar::<f32>();
             if !value.is_finite() {
@@ -397,39 +293,15 @@ impl MetaLearner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fewshot::adapt::tests::setup;
-    use crate::fewshot::adapt::{AdaptMode, parameters};
+    use crate::fewshot::adapt::AdaptMode;
+    use crate::fewshot::adapt::tests::{adapt, setup};
+    use crate::model::params::parameters;
+    use burn::nn::{Linear, LinearConfig};
+    use burn::tensor::Device;
     use burn::tensor::Distribution;
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.try_into_vec_as::<f32>().unwrap()
-    }
-
-    #[test]
-    fn prototype_head_predicts_the_nearest_prototype_before_any_step() {
-        let d = Device::flex();
-        let support = Tensor::<2>::random([15, 8], Distribution::Normal(0.0, 1.0), &d);
-        let labels: Vec<usize> = (0..15).map(|i| i % 5).collect();
-        let head = prototype_head(support.clone(), &labels, 5, &d);
-        let protos = prototypes(support, &labels, 5);
-        let queries = Tensor::<2>::random([40, 8], Distribution::Normal(0.0, 1.0), &d);
-        let by_head: Vec<i64> = values(
-            head.forward(queries.clone())
-                .argmax(1)
-                .reshape([40])
-                .float(),
-        )
-        .iter()
-        .map(|&x| x as i64)
-        .collect();
-        let by_distance: Vec<i64> = values(nearest_prototype(queries, protos).float())
-            .iter()
-            .map(|&x| x as i64)
-            .collect();
-        assert_eq!(by_head, by_distance);
-        // Not a degenerate case: the queries fall into several classes.
-        let distinct: std::collections::BTreeSet<i64> = by_head.iter().copied().collect();
-        assert!(distinct.len() >= 3, "{by_head:?}");
     }
 
     #[derive(Module, Debug)]

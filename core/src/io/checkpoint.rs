@@ -14,15 +14,9 @@ use burn::store::{
 };
 
 use crate::error::{Error, Result};
+pub use crate::io::safetensors::{F32Tensors, TensorInfo, read_f32_tensors, read_header};
+use crate::io::safetensors::{RawTensor, f32_values, parse};
 use crate::model::bert::BertModel;
-
-/// One entry of a safetensors header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorInfo {
-    pub dtype: String,
-    pub shape: Vec<usize>,
-    pub data_offsets: (usize, usize),
-}
 
 /// What a load did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,85 +36,6 @@ fn checkpoint_error(source: &str, message: impl Into<String>) -> Error {
         file: source.into(),
         message: message.into(),
     }
-}
-
-/// Reads and checks the header of a safetensors file: the JSON header must be complete
-/// and every tensor's byte range must lie inside the file and fit its dtype and shape, so
-/// that a truncated or corrupt download is caught here with a clear message.
-pub fn read_header(bytes: &[u8], source: &str) -> Result<BTreeMap<String, TensorInfo>> {
-    let fail = |m: String| Err(checkpoint_error(source, m));
-    if bytes.len() < 8 {
-        return fail(format!(
-            "not a safetensors file: {} bytes, shorter than the 8-byte header length",
-            bytes.len()
-        ));
-    }
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let Some(header_end) = 8usize.checked_add(header_len).filter(|&e| e <= bytes.len()) else {
-        return fail(format!(
-            "truncated or corrupt: header of {header_len} bytes announced, file has {}",
-            bytes.len()
-        ));
-    };
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..header_end])
-            .map_err(|e| checkpoint_error(source, format!("corrupt header JSON: {e}")))?;
-    let data_len = bytes.len() - header_end;
-    let mut tensors = BTreeMap::new();
-    for (name, value) in header {
-        if name == "__metadata__" {
-            continue;
-        }
-        let info: RawInfo = serde_json::from_value(value).map_err(|e| {
-            checkpoint_error(source, format!("corrupt header: tensor '{name}': {e}"))
-        })?;
-        let width = match info.dtype.as_str() {
-            "F64" | "I64" | "U64" => 8,
-            "F32" | "I32" | "U32" => 4,
-            "F16" | "BF16" | "I16" | "U16" => 2,
-            "I8" | "U8" | "BOOL" => 1,
-            other => return fail(format!("tensor '{name}': unsupported dtype {other}")),
-        };
-        let (start, end) = (info.data_offsets[0], info.data_offsets[1]);
-        if end > data_len {
-            return fail(format!(
-                "truncated or corrupt: tensor '{name}' needs bytes {start}..{end} of the data, \
-                 the file holds {data_len}"
-            ));
-        }
-        let expected = info
-            .shape
-            .iter()
-            .try_fold(width as usize, |n: usize, &d| n.checked_mul(d))
-            .filter(|&n| n <= data_len);
-        if end < start || Some(end - start) != expected {
-            return fail(format!(
-                "corrupt: tensor '{name}' has {} bytes for shape {:?} of {}",
-                end.saturating_sub(start),
-                info.shape,
-                info.dtype
-            ));
-        }
-        tensors.insert(
-            name,
-            TensorInfo {
-                dtype: info.dtype,
-                shape: info.shape,
-                data_offsets: (start, end),
-            },
-        );
-    }
-    if tensors.is_empty() {
-        return fail("holds no tensors".into());
-    }
-    Ok(tensors)
-}
-
-#[derive(serde::Deserialize)]
-struct RawInfo {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: [usize; 2],
 }
 
 /// Hugging Face's name for one of our parameter paths (`self_` → `self`,
@@ -150,33 +65,6 @@ fn hf_shape(path: &str, shape: &[usize]) -> Vec<usize> {
 
 fn is_buffer(name: &str) -> bool {
     name.ends_with("position_ids") || name.ends_with("num_batches_tracked")
-}
-
-/// Tensors by name: (shape, flat values).
-pub type F32Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
-
-/// Every tensor of a safetensors file of F32 tensors. Another dtype is an error naming
-/// the tensor.
-pub fn read_f32_tensors(bytes: &[u8], source: &str) -> Result<F32Tensors> {
-    let header = read_header(bytes, source)?;
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let data = &bytes[8 + n..];
-    let mut out = BTreeMap::new();
-    for (name, info) in header {
-        if info.dtype != "F32" {
-            return Err(checkpoint_error(
-                source,
-                format!("tensor {name}: dtype {} (expected F32)", info.dtype),
-            ));
-        }
-        let (a, b) = info.data_offsets;
-        let values = data[a..b]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        out.insert(name, (info.shape, values));
-    }
-    Ok(out)
 }
 
 /// A float width a safetensors file can store.
@@ -210,61 +98,49 @@ pub fn convert_floats_where(
     keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<u8>> {
     use burn::tensor::f16;
-    let header = read_header(bytes, source)?;
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let raw: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n])
-        .map_err(|e| checkpoint_error(source, format!("corrupt header: {e}")))?;
-    let data = &bytes[8 + n..];
-    // Keep the file's tensor order (by offset).
-    let mut order: Vec<(&String, &TensorInfo)> =
-        header.iter().filter(|(name, _)| keep(name)).collect();
-    order.sort_by_key(|(_, info)| info.data_offsets.0);
-    let mut out_header = serde_json::Map::new();
-    if let Some(m) = raw.get("__metadata__") {
-        out_header.insert("__metadata__".into(), m.clone());
-    }
-    let mut body = Vec::with_capacity(data.len());
-    for (name, info) in order {
-        let (a, b) = info.data_offsets;
-        let src = &data[a..b];
-        let converted: Vec<u8> = match (info.dtype.as_str(), to) {
-            ("F32", FloatWidth::F16) => src
-                .chunks_exact(4)
-                .flat_map(|c| {
-                    f16::from_f32(f32::from_le_bytes(c.try_into().expect("4"))).to_le_bytes()
-                })
-                .collect(),
-            ("F16", FloatWidth::F32) => src
-                .chunks_exact(2)
-                .flat_map(|c| {
-                    f16::from_le_bytes(c.try_into().expect("2"))
-                        .to_f32()
-                        .to_le_bytes()
-                })
-                .collect(),
-            _ => src.to_vec(),
+    let parsed = parse(bytes, source)?;
+    let mut tensors = BTreeMap::new();
+    for (name, info) in parsed.tensors.iter().filter(|(name, _)| keep(name)) {
+        let src = parsed.bytes(info);
+        let (dtype, bytes) = match (info.dtype.as_str(), to) {
+            ("F32", FloatWidth::F16) => (
+                to,
+                src.chunks_exact(4)
+                    .flat_map(|c| {
+                        f16::from_f32(f32::from_le_bytes(c.try_into().expect("4"))).to_le_bytes()
+                    })
+                    .collect(),
+            ),
+            ("F16", FloatWidth::F32) => (
+                to,
+                src.chunks_exact(2)
+                    .flat_map(|c| {
+                        f16::from_le_bytes(c.try_into().expect("2"))
+                            .to_f32()
+                            .to_le_bytes()
+                    })
+                    .collect(),
+            ),
+            _ => {
+                tensors.insert(
+                    name.clone(),
+                    RawTensor {
+                        dtype: info.dtype.clone(),
+                        shape: info.shape.clone(),
+                        bytes: src.to_vec(),
+                    },
+                );
+                continue;
+            }
         };
-        let dtype = if matches!(info.dtype.as_str(), "F32" | "F16") {
-            to.tag().to_string()
-        } else {
-            info.dtype.clone()
+        let t = RawTensor {
+            dtype: dtype.tag().into(),
+            shape: info.shape.clone(),
+            bytes,
         };
-        let start = body.len();
-        body.extend_from_slice(&converted);
-        out_header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dtype, "shape": info.shape, "data_offsets": [start, body.len()]}),
-        );
+        tensors.insert(name.clone(), t);
     }
-    let mut json = serde_json::to_vec(&out_header).expect("serialisable");
-    while !json.len().is_multiple_of(8) {
-        json.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + json.len() + body.len());
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&body);
-    Ok(out)
+    crate::io::safetensors::write(&tensors, &parsed.metadata)
 }
 
 /// `bytes` with any F16 tensors widened to F32 (unchanged, without a copy, otherwise).
@@ -392,23 +268,17 @@ pub(crate) fn apply_error_message(error: &ApplyError, hint: &str) -> String {
 /// Fails, naming the first tensor, unless every F32 value in the safetensors file `bytes`
 /// is finite: a NaN or infinite weight would make every output NaN without an error.
 pub fn check_finite(bytes: &[u8], source: &str) -> Result<()> {
-    let header = read_header(bytes, source)?;
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let data = &bytes[8 + n..];
-    for (name, info) in &header {
+    let parsed = parse(bytes, source)?;
+    for (name, info) in &parsed.tensors {
         if info.dtype != "F32" {
             continue;
         }
-        let (a, b) = info.data_offsets;
-        let bad = data[a..b]
-            .chunks_exact(4)
-            .position(|c| !f32::from_le_bytes(c.try_into().expect("4 bytes")).is_finite());
-        if let Some(i) = bad {
+        let values = f32_values(parsed.bytes(info));
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(checkpoint_error(
                 source,
                 format!(
-                    "tensor '{name}' holds a non-finite value (element {i} is {}); the weights are corrupt",
-                    f32::from_le_bytes(data[a + 4 * i..a + 4 * i + 4].try_into().expect("4"))
+                    "tensor '{name}' holds a non-finite value (element {i} is {v}); the weights are corrupt"
                 ),
             ));
         }
@@ -505,10 +375,10 @@ pub fn bert_to_safetensors(model: &BertModel) -> Result<Vec<u8>> {
         .with_key_remapping(r"\.attention\.self_\.", ".attention.self.");
     model
         .save_into(&mut store)
-        .map_err(|e| Error::Input(format!("cannot serialise the encoder: {e}")))?;
+        .map_err(|e| Error::Serialise(format!("the encoder: {e}")))?;
     store
         .get_bytes()
-        .map_err(|e| Error::Input(format!("cannot serialise the encoder: {e}")))
+        .map_err(|e| Error::Serialise(format!("the encoder: {e}")))
 }
 
 /// `tensor 'a'` or `tensors 'a', 'b' and 3 more`.
@@ -559,41 +429,23 @@ mod tests {
 
     /// Splits a safetensors file into (name → (dtype, shape, bytes)).
     fn split(bytes: &[u8]) -> BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
-        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        let data = &bytes[8 + n..];
-        read_header(bytes, "test")
-            .unwrap()
-            .into_iter()
-            .map(|(k, t)| {
-                (
-                    k,
-                    (
-                        t.dtype,
-                        t.shape,
-                        data[t.data_offsets.0..t.data_offsets.1].to_vec(),
-                    ),
-                )
-            })
+        let parsed = parse(bytes, "test").unwrap();
+        let raw = |t: &TensorInfo| (t.dtype.clone(), t.shape.clone(), parsed.bytes(t).to_vec());
+        parsed
+            .tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), raw(t)))
             .collect()
     }
 
-    /// Writes tensors back as a well-formed safetensors file (contiguous data).
     fn join(tensors: &BTreeMap<String, (String, Vec<usize>, Vec<u8>)>) -> Vec<u8> {
-        let mut header = serde_json::Map::new();
-        let mut data: Vec<u8> = Vec::new();
-        for (name, (dtype, shape, bytes)) in tensors {
-            header.insert(
-                name.clone(),
-                serde_json::json!({"dtype": dtype, "shape": shape,
-                                   "data_offsets": [data.len(), data.len() + bytes.len()]}),
-            );
-            data.extend(bytes);
-        }
-        let header = serde_json::to_vec(&header).unwrap();
-        let mut out = (header.len() as u64).to_le_bytes().to_vec();
-        out.extend(header);
-        out.extend(data);
-        out
+        let raw = |(dtype, shape, bytes): &(String, Vec<usize>, Vec<u8>)| RawTensor {
+            dtype: dtype.clone(),
+            shape: shape.clone(),
+            bytes: bytes.clone(),
+        };
+        let tensors = tensors.iter().map(|(k, t)| (k.clone(), raw(t))).collect();
+        crate::io::safetensors::write(&tensors, &BTreeMap::new()).unwrap()
     }
 
     /// Adds one tensor of zeros.

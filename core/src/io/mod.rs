@@ -1,5 +1,8 @@
 //! File formats, as bytes in and bytes out (the callers read and write the files):
-//! checkpoints (Hugging Face safetensors), the model bundle's manifest.
+//! the safetensors format itself, checkpoints (Hugging Face BERT weights), the model
+//! bundle's manifest, task files (what few-shot adaptation saves).
 
 pub mod bundle;
 pub mod checkpoint;
+pub mod safetensors;
+pub mod task_file;

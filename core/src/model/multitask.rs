@@ -26,20 +26,9 @@ use crate::eval::tagging::TagDecoding;
 use crate::io::checkpoint::{FloatWidth, convert_floats_where};
 use crate::model::bert::{BertModel, EncoderOutput};
 use crate::model::config::BertConfig;
-use crate::model::pooling::mean_pool;
+use crate::model::pooling::{Pooling, pool};
 use crate::model::task::{TaskKind, TaskSpec, validate_tasks};
 use crate::train::loss::{LossWeighting, cross_entropy, joint_loss};
-
-/// How a sentence task turns token states into one vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SentencePooling {
-    /// Masked mean of the last layer (sentence-transformers' pooling).
-    #[default]
-    Mean,
-    /// HF's pooler: dense + tanh on the [CLS] state.
-    Cls,
-}
 
 /// Dropout then a linear classifier; works on `[batch, hidden]` and `[batch, seq, hidden]`.
 #[derive(Module, Debug)]
@@ -72,7 +61,7 @@ impl ClassificationHead {
 pub struct MultiTaskSpec {
     pub tasks: Vec<TaskSpec>,
     #[serde(default)]
-    pub pooling: SentencePooling,
+    pub pooling: Pooling,
     #[serde(default = "default_dropout")]
     pub head_dropout: f64,
     #[serde(default = "default_weighting")]
@@ -151,10 +140,12 @@ impl MultiTaskModel {
 
     /// The sentence vector a sentence task classifies. `[batch, hidden]`.
     pub fn pooled(&self, enc: &EncoderOutput) -> Tensor<2> {
-        match self.spec.pooling {
-            SentencePooling::Mean => mean_pool(enc.last_hidden_state.clone(), enc.mask.clone()),
-            SentencePooling::Cls => self.bert.pooler.forward(enc.last_hidden_state.clone()),
-        }
+        pool(
+            self.spec.pooling,
+            enc.last_hidden_state.clone(),
+            enc.mask.clone(),
+            &self.bert.pooler,
+        )
     }
 
     /// Logits of sentence task `task`: `[batch, labels]`.
@@ -233,10 +224,10 @@ impl MultiTaskModel {
             .with_to_adapter(BurnToPyTorchAdapter)
             .with_key_remapping(r"\.attention\.self_\.", ".attention.self.");
         self.save_into(&mut store)
-            .map_err(|e| Error::Input(format!("cannot serialise the model: {e}")))?;
+            .map_err(|e| Error::Serialise(format!("the model: {e}")))?;
         store
             .get_bytes()
-            .map_err(|e| Error::Input(format!("cannot serialise the model: {e}")))
+            .map_err(|e| Error::Serialise(format!("the model: {e}")))
     }
 
     /// Loads weights saved by [`to_safetensors`](Self::to_safetensors) into a model built
@@ -355,7 +346,7 @@ pub(crate) mod tests {
                     out_of_scope_threshold: None,
                 },
             ],
-            pooling: SentencePooling::Mean,
+            pooling: Pooling::Mean,
             head_dropout: 0.0,
             loss_weighting: weighting,
             decoding: TagDecoding::Iob2,

@@ -1,14 +1,23 @@
-//! Sentence vectors from token states: [CLS], masked mean, and L2 normalisation.
+//! Sentence vectors from token states: masked mean, [CLS], the pooler, and L2
+//! normalisation.
 
 use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
-/// How a sentence vector is made from the encoder's token states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::model::bert::BertPooler;
+
+/// How a sentence vector is made from the encoder's token states (embeddings, and the
+/// sentence tasks of a multi-task model: `pooling` in a recipe and in `tasks.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Pooling {
-    /// The state of the first token ([CLS]).
-    Cls,
     /// The mean over real (non-padding) tokens, as sentence-transformers do.
+    #[default]
     Mean,
+    /// The state of the first token ([CLS]) as it is.
+    Cls,
+    /// Hugging Face's pooler: dense + tanh on the [CLS] state (`BertModel.pooler_output`).
+    Pooler,
 }
 
 /// The first token's state. `[batch, seq, hidden]` → `[batch, hidden]`.
@@ -27,11 +36,18 @@ pub fn mean_pool(hidden: Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
     summed / counts
 }
 
-/// Applies `pooling`. Shapes as in [`cls_pool`] and [`mean_pool`].
-pub fn pool(pooling: Pooling, hidden: Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
+/// Applies `pooling` (`pooler` is the encoder's, for [`Pooling::Pooler`]). Shapes as in
+/// [`cls_pool`] and [`mean_pool`].
+pub fn pool(
+    pooling: Pooling,
+    hidden: Tensor<3>,
+    mask: Tensor<2>,
+    pooler: &BertPooler,
+) -> Tensor<2> {
     match pooling {
-        Pooling::Cls => cls_pool(hidden),
         Pooling::Mean => mean_pool(hidden, mask),
+        Pooling::Cls => cls_pool(hidden),
+        Pooling::Pooler => pooler.forward(hidden),
     }
 }
 

@@ -67,7 +67,7 @@ impl SentenceEncoder {
     ) -> Result<Tensor<2>> {
         let batch = self.tokenizer.batch(texts)?;
         let out = self.model.forward(BertInput::from_batch(&batch, device));
-        let pooled = pool(pooling, out.last_hidden_state, out.mask);
+        let pooled = pool(pooling, out.last_hidden_state, out.mask, &self.model.pooler);
         Ok(if normalize {
             l2_normalize(pooled)
         } else {
@@ -91,7 +91,7 @@ impl SentenceEncoder {
             let flat = self
                 .embed_tensor(chunk, pooling, normalize, device)?
                 .try_into_vec_as::<f32>()
-                .map_err(|e| Error::Input(format!("cannot read embeddings back: {e:?}")))?;
+                .map_err(Error::read_back("the embeddings"))?;
             vectors.extend(flat.chunks(hidden).map(<[f32]>::to_vec));
         }
         Ok(vectors)

@@ -3,4 +3,4 @@
 
 pub mod loss;
 pub mod optim;
-pub mod trainer;
+pub mod step;

@@ -11,13 +11,14 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Gradients, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::io::checkpoint::read_header;
+use crate::io::safetensors::{read_f32_tensors, read_header, read_metadata, write_f32};
+use crate::model::params::map_parameters_with_grads;
 
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -113,93 +114,71 @@ impl ModuleVisitor for NormVisitor<'_> {
     }
 }
 
-struct UpdateMapper<'a> {
-    path: Vec<String>,
-    grads: &'a mut GradientsParams,
-    moments: &'a mut BTreeMap<String, (Tensor<1>, Tensor<1>)>,
-    config: AdamWConfig,
+/// What every parameter's update in one step shares.
+struct StepScalars {
     lr: f64,
+    /// Clipping factor read back to the host (1 when none).
     grad_scale: f64,
     /// Clipping factor kept on the device (when not read back).
     grad_scale_tensor: Option<Tensor<1>>,
     step: u64,
-    updated: usize,
 }
 
-impl ModuleMapper for UpdateMapper<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let Some(grad) = self.grads.remove::<D>(id) else {
-            return Param::from_mapped_value(id, tensor, mapper);
-        };
-        let path = self.path.join(".");
-        let c = self.config;
-        let require_grad = tensor.is_require_grad();
-        let value = tensor.inner();
-        let shape = value.shape();
-        let n = shape.num_elements();
-        let device = value.device();
-        let g = grad.reshape([n]);
-        let (m, v) = self
-            .moments
-            .remove(&path)
-            .unwrap_or_else(|| (Tensor::zeros([n], &device), Tensor::zeros([n], &device)));
-        let t = self.step as i32;
-        let lr = if path.starts_with("heads.") || path.starts_with("head.") {
-            self.lr * c.head_lr_scale
-        } else {
-            self.lr
-        };
-        let decay = if decays(&path) {
-            lr * c.weight_decay
-        } else {
-            0.0
-        };
-        let mut k = Coefficients {
-            grad_scale: self.grad_scale,
-            bias_correction1: 1.0 - c.beta1.powi(t),
-            bias_correction2: 1.0 - c.beta2.powi(t),
-            lr,
-            decay,
-            config: c,
-        };
-        let flat = value.reshape([n]);
-        // One pass in host memory on the CPU backend, for f32 state (what the models here
-        // train in); the tensor form everywhere else.
-        let on_host =
-            device == Device::flex() && [&flat, &g, &m, &v].iter().all(|t| t.dtype() == DType::F32);
-        let (new, m, v) = if on_host {
-            if let Some(scale) = &self.grad_scale_tensor {
-                k.grad_scale *= scale.clone().into_scalar::<f32>() as f64;
-            }
-            update_on_host(flat, g, m, v, &k)
-        } else {
-            let mut g = g;
-            if k.grad_scale != 1.0 {
-                g = g * k.grad_scale;
-            }
-            if let Some(scale) = &self.grad_scale_tensor {
-                g = g * scale.clone();
-            }
-            update_on_device(flat, g, m, v, &k)
-        };
-        let new = new.reshape(shape);
-        self.moments.insert(path, (m, v));
-        self.updated += 1;
-        let mut new = Tensor::from_inner(new);
-        if require_grad {
-            new = new.require_grad();
+/// One parameter's AdamW update: its new flat value; its moments are updated in `moments`.
+fn update_parameter(
+    config: AdamWConfig,
+    moments: &mut BTreeMap<String, (Tensor<1>, Tensor<1>)>,
+    s: &StepScalars,
+    path: &str,
+    flat: Tensor<1>,
+    g: Tensor<1>,
+) -> Tensor<1> {
+    let c = config;
+    let n = flat.shape().num_elements();
+    let device = flat.device();
+    let (m, v) = moments
+        .remove(path)
+        .unwrap_or_else(|| (Tensor::zeros([n], &device), Tensor::zeros([n], &device)));
+    let t = s.step as i32;
+    let lr = if path.starts_with("heads.") || path.starts_with("head.") {
+        s.lr * c.head_lr_scale
+    } else {
+        s.lr
+    };
+    let decay = if decays(path) {
+        lr * c.weight_decay
+    } else {
+        0.0
+    };
+    let mut k = Coefficients {
+        grad_scale: s.grad_scale,
+        bias_correction1: 1.0 - c.beta1.powi(t),
+        bias_correction2: 1.0 - c.beta2.powi(t),
+        lr,
+        decay,
+        config: c,
+    };
+    // One pass in host memory on the CPU backend, for f32 state (what the models here
+    // train in); the tensor form everywhere else.
+    let on_host =
+        device == Device::flex() && [&flat, &g, &m, &v].iter().all(|t| t.dtype() == DType::F32);
+    let (new, m, v) = if on_host {
+        if let Some(scale) = &s.grad_scale_tensor {
+            k.grad_scale *= scale.clone().into_scalar::<f32>() as f64;
         }
-        Param::from_mapped_value(id, new, mapper)
-    }
+        update_on_host(flat, g, m, v, &k)
+    } else {
+        let mut g = g;
+        if k.grad_scale != 1.0 {
+            g = g * k.grad_scale;
+        }
+        if let Some(scale) = &s.grad_scale_tensor {
+            g = g * scale.clone();
+        }
+        update_on_device(flat, g, m, v, &k)
+    };
+    moments.insert(path.to_string(), (m, v));
+    new
 }
 
 /// The scalars of one parameter's update.
@@ -332,19 +311,19 @@ impl AdamW {
             (f64::NAN, 1.0, scale)
         };
         self.step += 1;
-        let mut mapper = UpdateMapper {
-            path: Vec::new(),
-            grads: &mut grads,
-            moments: &mut self.moments,
-            config: self.config,
+        let scalars = StepScalars {
             lr,
             grad_scale,
             grad_scale_tensor,
             step: self.step,
-            updated: 0,
         };
-        let model = model.map(&mut mapper);
-        let updated = mapper.updated;
+        let (config, moments) = (self.config, &mut self.moments);
+        let mut updated = 0;
+        let model = map_parameters_with_grads(model, &mut grads, |slot| {
+            let grad = slot.grad.expect("parameters with a gradient only");
+            updated += 1;
+            update_parameter(config, moments, &scalars, slot.path, slot.value, grad)
+        });
         (model, StepStats { grad_norm, updated })
     }
 
@@ -362,8 +341,11 @@ impl AdamW {
                 let data = t
                     .clone()
                     .try_into_vec_as::<f32>()
-                    .map_err(|e| Error::Input(format!("optimizer state of {path}: {e:?}")))?;
-                entries.push((format!("{prefix}.{path}"), data));
+                    .map_err(|e| Error::ReadBack {
+                        what: format!("the optimizer state of {path}"),
+                        message: format!("{e:?}"),
+                    })?;
+                entries.push((format!("{prefix}.{path}"), vec![data.len()], data));
             }
         }
         let mut metadata = BTreeMap::new();
@@ -372,7 +354,7 @@ impl AdamW {
             "config".to_string(),
             serde_json::to_string(&self.config).expect("serialisable"),
         );
-        Ok(write_safetensors(&entries, &metadata))
+        write_f32(&entries, &metadata)
     }
 
     /// Reads a state written by [`to_bytes`](Self::to_bytes) onto `device`.
@@ -382,7 +364,7 @@ impl AdamW {
             message: m,
         };
         read_header(bytes, source)?;
-        let metadata = read_metadata(bytes).map_err(fail)?;
+        let metadata = read_metadata(bytes, source)?;
         let step: u64 = metadata
             .get("step")
             .and_then(|s| s.parse().ok())
@@ -392,7 +374,7 @@ impl AdamW {
             .and_then(|s| serde_json::from_str(s).ok())
             .ok_or_else(|| fail("optimizer state without its configuration".into()))?;
         let mut halves: BTreeMap<String, (Option<Tensor<1>>, Option<Tensor<1>>)> = BTreeMap::new();
-        for (name, (_, values)) in crate::io::checkpoint::read_f32_tensors(bytes, source)? {
+        for (name, (_, values)) in read_f32_tensors(bytes, source)? {
             let n = values.len();
             let t = Tensor::<1>::from_data(TensorData::new(values, [n]), device);
             let (which, path) = name
@@ -425,61 +407,6 @@ impl AdamW {
             read_back: true,
         })
     }
-}
-
-/// A safetensors file of f32 vectors, with string metadata.
-pub fn write_safetensors(
-    entries: &[(String, Vec<f32>)],
-    metadata: &BTreeMap<String, String>,
-) -> Vec<u8> {
-    let shaped: Vec<(String, Vec<usize>, Vec<f32>)> = entries
-        .iter()
-        .map(|(n, v)| (n.clone(), vec![v.len()], v.clone()))
-        .collect();
-    write_safetensors_shaped(&shaped, metadata)
-}
-
-/// A safetensors file of f32 tensors `(name, shape, values)`, with string metadata.
-pub fn write_safetensors_shaped(
-    entries: &[(String, Vec<usize>, Vec<f32>)],
-    metadata: &BTreeMap<String, String>,
-) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), serde_json::json!(metadata));
-    let mut offset = 0usize;
-    for (name, shape, values) in entries {
-        debug_assert_eq!(shape.iter().product::<usize>(), values.len());
-        let len = values.len() * 4;
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
-        );
-        offset += len;
-    }
-    let mut json = serde_json::to_vec(&header).expect("serialisable");
-    // Pad the header so the data is 8-byte aligned, as the format recommends.
-    while !(json.len()).is_multiple_of(8) {
-        json.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + json.len() + offset);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    for (_, _, values) in entries {
-        for v in values {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    out
-}
-
-pub(crate) fn read_metadata(bytes: &[u8]) -> std::result::Result<BTreeMap<String, String>, String> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let header: serde_json::Value =
-        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| format!("bad header: {e}"))?;
-    Ok(header
-        .get("__metadata__")
-        .and_then(|m| serde_json::from_value(m.clone()).ok())
-        .unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -1,13 +1,11 @@
-//! One training step and batched inference, shared by the command line and the browser.
-//! The loop around them (data, schedule, checkpoints, progress) lives with the caller.
+//! One multi-task training step: forward, joint loss, backward, AdamW update. The loop
+//! around it (data, schedule, checkpoints, progress) lives with the caller.
 
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::Device;
 
-use crate::data::features::{Encoded, collate, word_predictions};
-use crate::error::{Error, Result};
-use crate::eval::tagging::TagConstraints;
+use crate::data::features::{Encoded, collate};
+use crate::error::Result;
 use crate::model::multitask::MultiTaskModel;
-use crate::model::task::TaskKind;
 use crate::train::optim::{AdamW, StepStats};
 
 /// What one step did.
@@ -64,93 +62,12 @@ pub fn train_step(
     ))
 }
 
-/// Predictions of one task over a list of examples.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TaskPredictions {
-    /// Per example: the class and its probability.
-    Sentence(Vec<(usize, f32)>),
-    /// Per example: the tag of each word and its probability.
-    Token(Vec<Vec<(usize, f32)>>),
-}
-
-/// Argmax and its probability along the last axis: `[n, c]` → `([n], [n])` on the host.
-fn argmax_with_prob(probs: Tensor<2>) -> Result<Vec<(usize, f32)>> {
-    let [n, _] = probs.dims();
-    let best: Tensor<2, Int> = probs.clone().argmax(1);
-    let conf = probs.gather(1, best.clone()).reshape([n]);
-    let best: Vec<i64> = best
-        .reshape([n])
-        .try_into_vec_as::<i64>()
-        .map_err(|e| Error::Input(format!("reading predictions: {e:?}")))?;
-    let conf: Vec<f32> = conf
-        .try_into_vec_as::<f32>()
-        .map_err(|e| Error::Input(format!("reading predictions: {e:?}")))?;
-    Ok(best.into_iter().map(|b| b as usize).zip(conf).collect())
-}
-
-/// Runs the model over `items` for each of `tasks` (batches of similar length, so little
-/// padding), returning predictions in the order of `items`. Token-task predictions are per
-/// word, read at its first word piece and decoded as the model's spec says (by default the
-/// most probable valid IOB2 sequence; [`word_predictions`]), with the "outside" tag
-/// (index 0) for words truncated away.
-pub fn predict(
-    model: &MultiTaskModel,
-    items: &[Encoded],
-    tasks: &[usize],
-    batch_size: usize,
-    pad_id: u32,
-    device: &Device,
-) -> Result<Vec<TaskPredictions>> {
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|&i| items[i].encoding.ids.len());
-    let mut sentence: Vec<Vec<(usize, f32)>> = vec![vec![(0, 0.0); items.len()]; tasks.len()];
-    let mut token: Vec<Vec<Vec<(usize, f32)>>> = vec![vec![Vec::new(); items.len()]; tasks.len()];
-    let constraints: Vec<TagConstraints> = tasks
-        .iter()
-        .map(|&t| model.spec.decoding.constraints(&model.tasks()[t].labels))
-        .collect();
-    for chunk in order.chunks(batch_size.max(1)) {
-        let batch_items: Vec<&Encoded> = chunk.iter().map(|&i| &items[i]).collect();
-        let batch = collate(&batch_items, pad_id, device)?;
-        let enc = model.bert.forward(batch.input.clone());
-        for (k, &t) in tasks.iter().enumerate() {
-            let probs = model.probabilities(t, &enc);
-            match model.tasks()[t].kind {
-                TaskKind::Sentence => {
-                    let best = argmax_with_prob(probs)?;
-                    for (row, &i) in chunk.iter().enumerate() {
-                        sentence[k][i] = best[row];
-                    }
-                }
-                TaskKind::Token => {
-                    let probs: Vec<f32> = probs
-                        .try_into_vec_as::<f32>()
-                        .map_err(|e| Error::Input(format!("reading predictions: {e:?}")))?;
-                    let row_len = batch.seq_len * constraints[k].num_labels();
-                    for (row, &i) in chunk.iter().enumerate() {
-                        let row_probs = &probs[row * row_len..(row + 1) * row_len];
-                        token[k][i] =
-                            word_predictions(row_probs, &items[i].first_pieces, &constraints[k]);
-                    }
-                }
-            }
-        }
-    }
-    Ok(tasks
-        .iter()
-        .enumerate()
-        .map(|(k, &t)| match model.tasks()[t].kind {
-            TaskKind::Sentence => TaskPredictions::Sentence(std::mem::take(&mut sentence[k])),
-            TaskKind::Token => TaskPredictions::Token(std::mem::take(&mut token[k])),
-        })
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::data::tokenizer::Tokenizer;
     use crate::data::tokenizer::tests::tiny_tokenizer_json;
+    use crate::eval::predict::{TaskPredictions, predict};
     use crate::model::config::BertConfig;
     use crate::model::multitask::tests::two_task_spec;
     use crate::train::loss::LossWeighting;
