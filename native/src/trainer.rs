@@ -810,3 +810,64 @@ fn check_select_metric(
         }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::{Example, Splits};
+
+    fn example(label: Option<&str>, tags: Option<&[&str]>) -> Example {
+        let tags: Option<Vec<String>> = tags.map(|t| t.iter().map(|s| s.to_string()).collect());
+        Example {
+            words: tags
+                .as_ref()
+                .map(|t| t.iter().map(|_| "w".to_string()).collect()),
+            text: "w".into(),
+            label: label.map(str::to_string),
+            tags,
+            origin: "f:1".into(),
+        }
+    }
+
+    #[test]
+    fn label_sets_come_from_the_training_split_alone() {
+        let recipe = Recipe::parse(
+            "name = \"t\"\n\
+             [[task]]\nname = \"sent\"\ndataset = \"jsonl\"\ntrain = \"a\"\ndev = \"a\"\n\
+             [[task]]\nname = \"tok\"\ndataset = \"jsonl\"\ntrain = \"b\"\ndev = \"b\"\n",
+            "r.toml",
+            Path::new("/data"),
+        )
+        .unwrap();
+        let sentences = Source {
+            tasks: vec![0],
+            splits: Splits {
+                train: vec![example(Some("pos"), None), example(Some("neg"), None)],
+                // A dev label is not a label of the task (the corpus check refuses it).
+                dev: vec![example(Some("neutral"), None)],
+                test: Vec::new(),
+            },
+        };
+        let tokens = Source {
+            tasks: vec![1],
+            splits: Splits {
+                train: vec![example(None, Some(&["B-PER", "O"]))],
+                dev: Vec::new(),
+                test: Vec::new(),
+            },
+        };
+        let spec = build_spec(&recipe, &[sentences, tokens]).unwrap();
+        let (sent, tok) = (&spec.tasks[0], &spec.tasks[1]);
+        assert_eq!(
+            (sent.name.as_str(), sent.kind),
+            ("sent", TaskKind::Sentence)
+        );
+        let mut labels = sent.labels.clone();
+        labels.sort();
+        assert_eq!(labels, ["neg", "pos"]);
+        assert_eq!((tok.name.as_str(), tok.kind), ("tok", TaskKind::Token));
+        assert!(tok.labels.iter().any(|l| l == "B-PER") && tok.labels.iter().any(|l| l == "O"));
+        assert!(!tok.labels.iter().any(|l| l == "neg"));
+        assert_eq!(sent.out_of_scope, None);
+    }
+}
