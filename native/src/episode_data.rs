@@ -1,5 +1,7 @@
-//! Labelled sentence datasets for few-shot work, with their classes split into
-//! meta-train / meta-val / meta-test sets that never overlap.
+//! Labelled sentences for few-shot work: a file of them ([`read_labelled`]: what `adapt`
+//! reads, JSON lines or `seq.in` + `label`, every example with its `FILE:LINE`), and whole
+//! datasets with their classes split into meta-train / meta-val / meta-test sets that
+//! never overlap (`meta-train`, `eval-fewshot`).
 //!
 //! CLINC150 (the default) is split by domain (whole domains per split, seeded); any other
 //! dataset in the supported formats (`--train FILE --test FILE`, JSON lines or `seq.in` +
