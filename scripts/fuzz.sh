@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 export POLYTASK_FUZZ_SECS="${1:-3600}" POLYTASK_FUZZ_SAVE=1
 [ -n "${2:-}" ] && export POLYTASK_FUZZ_SEED="$2"
 lscpu | grep 'Model name' || true
-cargo test -p polytask-native --bin core-train fuzz:: -- --test-threads=2 --nocapture
+cargo test -p polytask-native --lib fuzz:: -- --test-threads=2 --nocapture

@@ -13,50 +13,39 @@
 //! `core-train export` writes it atomically; `predict --bundle` checks every file against
 //! the manifest before using it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use polytask_core::io::bundle::{BUNDLE_FORMAT, FileEntry, Manifest};
 use polytask_core::io::checkpoint::{FloatWidth, convert_floats};
-use polytask_core::io::task_file::{load_task, read_task_meta};
-use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
-use polytask_core::{ModelFiles, SentenceEncoder, Tokenizer};
-use serde_json::json;
-use sha2::{Digest, Sha256};
+use polytask_core::io::task_file::read_task_meta;
 
-use crate::adapt_cmd::{inputs, prediction_json};
-use crate::backend::{self, BackendChoice};
+use crate::files::{read, sha256_hex};
 use crate::{model_dir, output, run_dir};
 
-#[derive(clap::Args, Clone, Debug)]
-pub struct ExportArgs {
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// A model directory, a training run's best/ (its task heads are included) or a
-    /// meta-train output (default: all-MiniLM-L6-v2).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Adapted task files (core-train adapt) to include; they must come from this model.
-    #[arg(long = "task")]
-    pub tasks: Vec<PathBuf>,
-    /// How to store the encoder weights.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
-    pub dtype: String,
+/// How `export` stores the encoder weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dtype {
+    F32,
+    F16,
 }
 
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
+impl Dtype {
+    /// The name in the manifest (and on the command line).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+        }
+    }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))
-}
-
-pub fn export(args: &ExportArgs) -> Result<()> {
-    output::check_dir_replaceable(&args.out)?;
-    let dir = model_dir::resolve(args.model.as_deref())?;
+/// Writes the bundle of the model in `model` (default: all-MiniLM-L6-v2) with its weights
+/// as `dtype`, and the adapted `tasks`, as the directory `out`, which it replaces only if
+/// core-train wrote it.
+pub fn export(out: &Path, model: Option<&Path>, tasks: &[PathBuf], dtype: Dtype) -> Result<()> {
+    output::check_dir_replaceable(out)?;
+    let dir = model_dir::resolve(model)?;
     let dir = run_dir::resolve(&dir).unwrap_or(dir);
     let weights = read(&dir.join("model.safetensors"))?;
     let source = dir.join("model.safetensors").display().to_string();
@@ -64,10 +53,9 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     // A bundle that every reader would refuse is not written.
     polytask_core::io::checkpoint::check_finite(&weights, &source)?;
     let base = id.tensors.clone();
-    let width = if args.dtype == "f16" {
-        FloatWidth::F16
-    } else {
-        FloatWidth::F32
+    let width = match dtype {
+        Dtype::F16 => FloatWidth::F16,
+        Dtype::F32 => FloatWidth::F32,
     };
     let weights = convert_floats(&weights, width, &source)?;
     let mut files: Vec<(String, Vec<u8>)> = vec![
@@ -80,7 +68,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         files.push(("tasks.json".into(), read(&dir.join("tasks.json"))?));
     }
     let mut task_names = Vec::new();
-    for path in &args.tasks {
+    for path in tasks {
         let bytes = read(path)?;
         let meta = read_task_meta(&bytes, &path.display().to_string())?;
         if !id.matches(&meta.base) {
@@ -110,7 +98,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     }
     let manifest = Manifest {
         format: BUNDLE_FORMAT.into(),
-        dtype: args.dtype.clone(),
+        dtype: dtype.as_str().into(),
         base,
         multitask,
         tasks: task_names,
@@ -129,14 +117,14 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         .map(|(n, b)| (n.as_str(), b.as_slice()))
         .collect();
     all.push(("manifest.json", &manifest_json));
-    output::write_dir_atomic(&args.out, &all)?;
+    output::write_dir_atomic(out, &all)?;
     let total = manifest.total_bytes();
     eprintln!(
         "wrote {} ({} files, {:.1} MiB, weights {})",
-        args.out.display(),
+        out.display(),
         manifest.files.len() + 1,
         total as f64 / (1024.0 * 1024.0),
-        args.dtype
+        dtype.as_str()
     );
     Ok(())
 }
@@ -187,76 +175,41 @@ impl Bundle {
     }
 }
 
-/// `predict --bundle`: every multi-task head and every adapted task, per text.
-pub fn predict(dir: &Path, texts: &[String], choice: BackendChoice) -> Result<()> {
-    let bundle = Bundle::open(dir)?;
-    let selected = backend::select(choice)?;
-    let device = &selected.device;
-    let name = |f: &str| dir.join(f).display().to_string();
-    let config_json = String::from_utf8(bundle.file("config.json")?)
-        .with_context(|| format!("{}: not UTF-8", name("config.json")))?;
-    let tokenizer_json = bundle.file("tokenizer.json")?;
-    let weights = bundle.file("model.safetensors")?;
-    let (encoder, _) = SentenceEncoder::load(
-        ModelFiles {
-            config_json: &config_json,
-            config_name: &name("config.json"),
-            weights: weights.clone(),
-            weights_name: &name("model.safetensors"),
-            tokenizer_json: &tokenizer_json,
-            tokenizer_name: &name("tokenizer.json"),
-        },
-        device,
-    )?;
-    let multitask = if bundle.manifest.multitask {
-        let spec: MultiTaskSpec = serde_json::from_slice(&bundle.file("tasks.json")?)
-            .with_context(|| format!("{}: not a task list", name("tasks.json")))?;
-        Some(MultiTaskModel::with_heads(
-            encoder.model.clone(),
-            spec,
-            &weights,
-            &name("model.safetensors"),
-            device,
-        )?)
-    } else {
-        None
-    };
-    let mut adapted = Vec::new();
-    for t in &bundle.manifest.tasks {
-        let file = format!("tasks/{t}.safetensors");
-        let (model, meta) = load_task(&encoder.model, &bundle.file(&file)?, &name(&file))?;
-        adapted.push((model, meta));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_differs_from_the_manifest_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path();
+        let manifest = Manifest {
+            format: BUNDLE_FORMAT.into(),
+            dtype: Dtype::F16.as_str().into(),
+            base: "x".into(),
+            multitask: false,
+            tasks: Vec::new(),
+            files: vec![FileEntry {
+                name: "config.json".into(),
+                bytes: 2,
+                sha256: sha256_hex(b"{}"),
+            }],
+        };
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("config.json"), b"{}").unwrap();
+        let bundle = Bundle::open(dir).unwrap();
+        assert_eq!(bundle.file("config.json").unwrap(), b"{}");
+        std::fs::write(dir.join("config.json"), b"[]").unwrap();
+        let e = bundle.file("config.json").unwrap_err().to_string();
+        assert!(e.contains("config.json: sha256"), "{e}");
+        std::fs::write(dir.join("config.json"), b"{ }").unwrap();
+        let e = bundle.file("config.json").unwrap_err().to_string();
+        assert!(e.contains("3 bytes, the manifest says 2"), "{e}");
+        let e = bundle.file("tokenizer.json").unwrap_err().to_string();
+        assert!(e.contains("lists no tokenizer.json"), "{e}");
     }
-    if multitask.is_none() && adapted.is_empty() {
-        bail!("{}: the bundle holds no task to predict", dir.display());
-    }
-    let mut per_text: Vec<serde_json::Map<String, serde_json::Value>> =
-        vec![serde_json::Map::new(); texts.len()];
-    if let Some(model) = &multitask {
-        let tok: &Tokenizer = &encoder.tokenizer;
-        for (i, v) in crate::predict_cmd::multitask_predictions(model, tok, texts, device)?
-            .into_iter()
-            .enumerate()
-        {
-            if let serde_json::Value::Object(m) = v {
-                per_text[i].extend(m);
-            }
-        }
-    }
-    for (model, meta) in &adapted {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let probs: Vec<f32> = model
-            .probabilities(inputs(&encoder, &refs, device)?)
-            .try_into_vec_as::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        for (i, p) in probs.chunks(meta.labels.len()).enumerate() {
-            per_text[i].insert(meta.name.clone(), prediction_json(&meta.labels, p));
-        }
-    }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for (text, tasks) in texts.iter().zip(per_text) {
-        writeln!(out, "{}", json!({"text": text, "tasks": tasks}))?;
-    }
-    Ok(())
 }

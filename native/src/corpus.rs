@@ -5,13 +5,18 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use polytask_core::Tokenizer;
+use polytask_core::data::features::Encoded;
 use polytask_core::data::formats::{
     self, DataErrors, JsonlExamples, SentenceExample, TokenExample,
 };
+use polytask_core::model::multitask::MultiTaskSpec;
 use polytask_core::rng::Rng;
 
-use crate::recipe::{Column, DatasetName, TaskSection};
+use crate::data_fetch;
+use crate::files::read_text as read;
+use crate::recipe::{Column, DatasetName, Recipe, TaskSection};
 
 /// One example of a corpus: text (or words), an optional sentence label and optional tags.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,13 +48,6 @@ pub struct Source {
 
 fn report(errors: DataErrors) -> anyhow::Error {
     anyhow::anyhow!("{errors}")
-}
-
-fn read(path: &Path) -> Result<(String, String)> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).with_context(|| format!("{name}: cannot read"))?;
-    let text = formats::decode(&bytes, &name).map_err(report)?.to_string();
-    Ok((text, name))
 }
 
 fn from_tokens(v: Vec<TokenExample>, file: &str, lines: Option<&[usize]>) -> Vec<Example> {
@@ -263,6 +261,107 @@ pub fn check_columns(
         );
     }
     Ok(())
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataArgs {
+    /// Where datasets live (default: the cache's data folder).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Copy datasets from this local mirror instead of downloading
+    /// (default: $POLYTASK_DATA_MIRROR).
+    #[arg(long)]
+    pub mirror: Option<PathBuf>,
+}
+
+/// A corpus ready for training: its tasks and its tokenized splits.
+pub struct EncodedSource {
+    pub tasks: Vec<usize>,
+    pub train: Vec<Encoded>,
+    pub dev: Vec<Encoded>,
+    pub test: Vec<Encoded>,
+}
+
+/// Reads the recipe's corpora (fetching datasets if needed) and checks that each split
+/// carries what its tasks read.
+pub fn load_sources(recipe: &Recipe, data: &DataArgs) -> Result<Vec<Source>> {
+    let data_dir = data
+        .data_dir
+        .clone()
+        .unwrap_or_else(data_fetch::default_data_dir);
+    let mirror = data.mirror.clone().or_else(data_fetch::mirror_from_env);
+    let mut keys: Vec<String> = Vec::new();
+    let mut sources: Vec<Source> = Vec::new();
+    for (i, task) in recipe.tasks.iter().enumerate() {
+        let key = corpus_key(task);
+        if let Some(k) = keys.iter().position(|k| *k == key) {
+            sources[k].tasks.push(i);
+            continue;
+        }
+        let dir = if task.dataset == DatasetName::Jsonl {
+            PathBuf::new()
+        } else {
+            data_fetch::ensure_dataset(task.dataset.as_str(), &data_dir, mirror.as_deref())?
+        };
+        let splits = load_splits(task, &dir)?;
+        keys.push(key);
+        sources.push(Source {
+            tasks: vec![i],
+            splits,
+        });
+    }
+    let seed = recipe.train.seed;
+    for (k, source) in sources.iter_mut().enumerate() {
+        // Tasks sharing a corpus share its subset: the smallest limit any of them sets.
+        let limit = |f: fn(&TaskSection) -> usize| {
+            source
+                .tasks
+                .iter()
+                .map(|&t| f(&recipe.tasks[t]))
+                .filter(|&n| n > 0)
+                .min()
+                .unwrap_or(0)
+        };
+        let (max_train, max_eval) = (limit(|t| t.max_train), limit(|t| t.max_eval));
+        let s = std::mem::take(&mut source.splits);
+        source.splits = Splits {
+            train: subset(s.train, max_train, seed ^ (k as u64 + 1)),
+            dev: subset(s.dev, max_eval, seed ^ (k as u64 + 101)),
+            test: subset(s.test, max_eval, seed ^ (k as u64 + 201)),
+        };
+        for &t in &source.tasks {
+            let task = &recipe.tasks[t];
+            if source.splits.train.is_empty() {
+                bail!("task {:?}: no training examples", task.name);
+            }
+            let want_label = reads_label(task, &source.splits.train);
+            check_columns(task, want_label, &source.splits.train, "train")?;
+            check_columns(task, want_label, &source.splits.dev, "dev")?;
+            check_columns(task, want_label, &source.splits.test, "test")?;
+        }
+    }
+    Ok(sources)
+}
+
+/// Tokenizes every split of every corpus.
+pub fn encode_sources(
+    sources: &[Source],
+    spec: &MultiTaskSpec,
+    tokenizer: &Tokenizer,
+) -> Result<Vec<EncodedSource>> {
+    sources
+        .iter()
+        .map(|s| {
+            let enc =
+                |ex: &[Example]| crate::evaluate::encode(tokenizer, ex, &s.tasks, &spec.tasks);
+            Ok(EncodedSource {
+                tasks: s.tasks.clone(),
+                train: enc(&s.splits.train)?,
+                dev: enc(&s.splits.dev)?,
+                test: enc(&s.splits.test)?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

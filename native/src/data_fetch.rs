@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::fetch;
+use crate::{fetch, files};
 
 /// Written last in a dataset directory: the sums of its files; its presence (with the
 /// files) means the dataset is complete.
@@ -358,7 +358,7 @@ pub fn ensure_dataset(name: &str, data_dir: &Path, mirror: Option<&Path>) -> Res
             }
         }
     }
-    fetch::write_atomic(&marker, b"in progress\n")?;
+    files::write_atomic(&marker, b"in progress\n")?;
     let agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_recv_response(Some(Duration::from_secs(30)))
@@ -417,7 +417,7 @@ pub fn ensure_dataset(name: &str, data_dir: &Path, mirror: Option<&Path>) -> Res
     for (part, dest) in &staged {
         fs::rename(part, dest).with_context(|| format!("cannot rename to {}", dest.display()))?;
     }
-    fetch::write_atomic(&marker, marker_text(dataset).as_bytes())?;
+    files::write_atomic(&marker, marker_text(dataset).as_bytes())?;
     eprintln!(
         "{name}: fetched {} files from {source} into {}",
         dataset.files.len(),
@@ -458,7 +458,11 @@ fn download(agent: &ureq::Agent, url: &str, part: &Path, label: &str) -> Result<
 /// `core-train data fetch`: fetches each named dataset (`all` for every one) into
 /// `dir` (default: [`default_data_dir`]), from `mirror` (default: [`mirror_from_env`]) or
 /// upstream.
-pub fn run(names: &[String], mirror: Option<PathBuf>, dir: Option<PathBuf>) -> Result<()> {
+pub fn fetch_datasets(
+    names: &[String],
+    mirror: Option<PathBuf>,
+    dir: Option<PathBuf>,
+) -> Result<()> {
     if names.is_empty() {
         bail!("name at least one dataset; known: {}", known_names());
     }

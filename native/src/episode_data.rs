@@ -1,19 +1,119 @@
-//! Labelled sentence datasets for few-shot work, with their classes split into
-//! meta-train / meta-val / meta-test sets that never overlap.
+//! Labelled sentences for few-shot work: a file of them ([`read_labelled`]: what `adapt`
+//! reads, JSON lines or `seq.in` + `label`, every example with its `FILE:LINE`), and whole
+//! datasets with their classes split into meta-train / meta-val / meta-test sets that
+//! never overlap (`meta-train`, `eval-fewshot`).
 //!
 //! CLINC150 (the default) is split by domain (whole domains per split, seeded); any other
 //! dataset in the supported formats (`--train FILE --test FILE`, JSON lines or `seq.in` +
 //! `label`) is split by class fractions. Out-of-scope examples are left out.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use polytask_core::data::episodes::ClassSplit;
 use polytask_core::data::formats;
 
-use crate::adapt_cmd::{Labelled, read_labelled};
+use crate::corpus::DataArgs;
 use crate::data_fetch;
-use crate::train_cmd::DataArgs;
+use crate::files::read_text;
+
+/// One labelled text and where it came from (`FILE:LINE`).
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    pub text: String,
+    pub label: String,
+    pub at: String,
+}
+
+/// Reads labelled sentences: a `.jsonl` file, or `seq.in` (or a directory holding it)
+/// with a sibling `label` file. Empty texts are errors naming the line, and so are
+/// duplicated texts unless `allow_duplicates` (whole datasets have a few).
+pub fn read_labelled(path: &Path, allow_duplicates: bool) -> Result<Vec<Labelled>> {
+    let read = |p: &Path| -> Result<String> { Ok(read_text(p)?.0) };
+    let seq_in = if path.is_dir() {
+        Some(path.join("seq.in"))
+    } else if path.file_name().is_some_and(|n| n == "seq.in") {
+        Some(path.to_path_buf())
+    } else {
+        None
+    };
+    let out: Vec<Labelled> = if let Some(seq_in) = seq_in {
+        let label_path = seq_in.with_file_name("label");
+        let (texts, labels) = (read(&seq_in)?, read(&label_path)?);
+        let (t_lines, l_lines): (Vec<&str>, Vec<&str>) =
+            (texts.lines().collect(), labels.lines().collect());
+        if t_lines.len() != l_lines.len() {
+            bail!(
+                "{}: {} lines, but {} has {}",
+                seq_in.display(),
+                t_lines.len(),
+                label_path.display(),
+                l_lines.len()
+            );
+        }
+        let mut out = Vec::new();
+        for (i, (t, l)) in t_lines.iter().zip(&l_lines).enumerate() {
+            if t.trim().is_empty() {
+                bail!("{}:{}: empty text", seq_in.display(), i + 1);
+            }
+            if l.trim().is_empty() {
+                bail!("{}:{}: empty label", label_path.display(), i + 1);
+            }
+            out.push(Labelled {
+                text: t.trim().to_string(),
+                label: l.trim().to_string(),
+                at: format!("{}:{}", seq_in.display(), i + 1),
+            });
+        }
+        out
+    } else {
+        let text = read(path)?;
+        let file = path.display().to_string();
+        let parsed = formats::parse_jsonl(&text, &file).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let formats::JsonlExamples::Sentences(examples) = parsed else {
+            bail!(
+                "{file}: holds token-tagged examples; a few-shot task needs {{\"text\", \"label\"}} lines"
+            );
+        };
+        // parse_jsonl accepts only complete files, so examples match non-blank lines.
+        let lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, _)| i + 1);
+        examples
+            .into_iter()
+            .zip(lines)
+            .map(|(e, line)| Labelled {
+                text: e.text.trim().to_string(),
+                label: e.label.trim().to_string(),
+                at: format!("{file}:{line}"),
+            })
+            .collect()
+    };
+    if out.is_empty() {
+        bail!("{}: no examples", path.display());
+    }
+    let mut seen: BTreeMap<String, &Labelled> = BTreeMap::new();
+    for e in out.iter().filter(|_| !allow_duplicates) {
+        let key = e.text.to_lowercase();
+        if let Some(first) = seen.get(&key) {
+            if first.label == e.label {
+                bail!("{}: duplicate of {} ({:?})", e.at, first.at, e.text);
+            }
+            bail!(
+                "{}: the same text as {} with another label ({:?} vs {:?})",
+                e.at,
+                first.at,
+                e.label,
+                first.label
+            );
+        }
+        seen.insert(key, e);
+    }
+    Ok(out)
+}
 
 /// Where the few-shot data comes from.
 #[derive(clap::Args, Clone, Debug)]
@@ -56,15 +156,6 @@ impl EpisodeData {
     pub fn all_labels(&self) -> Vec<&str> {
         self.all.iter().map(|e| e.label.as_str()).collect()
     }
-}
-
-fn read_text(path: &Path) -> Result<(String, String)> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let file = path.display().to_string();
-    let text = formats::decode(&bytes, &file)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .to_string();
-    Ok((text, file))
 }
 
 fn clinc(args: &EpisodeDataArgs) -> Result<EpisodeData> {
@@ -146,4 +237,53 @@ pub fn load(args: &EpisodeDataArgs) -> Result<EpisodeData> {
         test,
         all,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_files_are_read_with_their_lines_and_duplicates_are_named() {
+        let root = tempfile::tempdir().unwrap();
+        let jsonl = root.path().join("support.jsonl");
+        std::fs::write(
+            &jsonl,
+            "{\"text\": \" play jazz \", \"label\": \"music\"}\n\n{\"text\": \"rain?\", \"label\": \"weather\"}\n",
+        )
+        .unwrap();
+        let read = read_labelled(&jsonl, false).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(
+            (read[0].text.as_str(), read[0].label.as_str()),
+            ("play jazz", "music")
+        );
+        assert!(read[1].at.ends_with("support.jsonl:3"), "{}", read[1].at);
+
+        std::fs::write(
+            &jsonl,
+            "{\"text\": \"Play jazz\", \"label\": \"music\"}\n{\"text\": \"play jazz\", \"label\": \"radio\"}\n",
+        )
+        .unwrap();
+        let e = read_labelled(&jsonl, false).unwrap_err().to_string();
+        assert!(
+            e.contains("support.jsonl:2")
+                && e.contains("support.jsonl:1")
+                && e.contains("another label"),
+            "{e}"
+        );
+        assert_eq!(read_labelled(&jsonl, true).unwrap().len(), 2);
+
+        let dir = root.path().join("snips");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("seq.in"), "play jazz\nwill it rain\n").unwrap();
+        std::fs::write(dir.join("label"), "PlayMusic\n").unwrap();
+        let e = read_labelled(&dir, false).unwrap_err().to_string();
+        assert!(e.contains("seq.in: 2 lines") && e.contains("has 1"), "{e}");
+        std::fs::write(dir.join("label"), "PlayMusic\n \n").unwrap();
+        let e = read_labelled(&dir.join("seq.in"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("label:2: empty label"), "{e}");
+    }
 }

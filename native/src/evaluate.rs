@@ -17,7 +17,7 @@ use polytask_core::model::multitask::MultiTaskModel;
 use polytask_core::model::task::{TaskKind, TaskSpec};
 use serde_json::{Value, json};
 
-use crate::corpus::Example;
+use crate::corpus::{EncodedSource, Example};
 
 /// Tokenizes `examples` with the targets of `tasks` (indices into `specs`). A label or tag
 /// that the task's label set lacks is an error naming the example's file and line.
@@ -226,6 +226,26 @@ pub fn table(columns: &[(&str, &BTreeMap<String, Value>)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Scores `model` on the dev or test split of every corpus.
+pub fn score_split(
+    model: &MultiTaskModel,
+    sources: &[EncodedSource],
+    test: bool,
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<BTreeMap<String, Value>> {
+    let mut all = BTreeMap::new();
+    for s in sources {
+        let items = if test { &s.test } else { &s.dev };
+        if items.is_empty() {
+            continue;
+        }
+        all.extend(score(model, items, &s.tasks, batch_size, pad_id, device)?);
+    }
+    Ok(all)
 }
 
 #[cfg(test)]

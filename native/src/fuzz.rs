@@ -259,7 +259,7 @@ fn fuzz(name: &str, seeds: Vec<Vec<u8>>, parse: Parser<'_>) {
                     if save && saved < 100 {
                         saved += 1;
                         std::fs::create_dir_all(&dir).unwrap();
-                        let sum = crate::bundle::sha256_hex(&input);
+                        let sum = crate::files::sha256_hex(&input);
                         std::fs::write(dir.join(&sum[..16]), &input).unwrap();
                     }
                     corpus.push(input);

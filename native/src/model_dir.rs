@@ -9,6 +9,7 @@ use polytask_core::{LoadReport, ModelFiles, SentenceEncoder};
 use sha2::{Digest, Sha256};
 
 use crate::fetch;
+use crate::files::read;
 
 /// Resolves `--model`: a given directory as is, else the default model, fetched if missing.
 pub fn resolve(model: Option<&Path>) -> Result<PathBuf> {
@@ -23,10 +24,6 @@ pub fn resolve(model: Option<&Path>) -> Result<PathBuf> {
             Ok(dir)
         }
     }
-}
-
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))
 }
 
 /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir` onto `device`.

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::files;
+
 /// The marker file in every directory core-train writes: JSON with the files it wrote.
 pub const MARKER: &str = ".core-train.json";
 
@@ -246,30 +248,14 @@ pub fn check_file_replaceable(path: &Path, ours: impl Fn(&[u8]) -> bool) -> Resu
     )
 }
 
-/// Writes `bytes` to `path` atomically (a fresh temporary file beside it, fsync, rename),
-/// replacing an existing file only if `ours` accepts its content.
+/// Writes `bytes` to `path` atomically ([`files::write_atomic`]: a fresh temporary file
+/// beside it, fsync, rename), replacing an existing file only if `ours` accepts its content.
 pub fn write_file_atomic(path: &Path, bytes: &[u8], ours: impl Fn(&[u8]) -> bool) -> Result<()> {
     check_file_replaceable(path, ours)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     }
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.core-train-{}.tmp", std::process::id()));
-    let written = (|| -> Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .with_context(|| format!("{}: cannot create", tmp.display()))?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("{}: cannot write", tmp.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
+    files::write_atomic(path, bytes)
 }
 
 /// Whether `bytes` are JSON lines, each an object with the key `key` (a report that
@@ -401,5 +387,39 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"my own notes\n");
         let leftovers: Vec<_> = fs::read_dir(root.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn the_marker_says_which_files_of_a_bundle_are_ours() {
+        let root = tempfile::tempdir().unwrap();
+        let bundle = root.path().join("bundle");
+        let files: &[(&str, &[u8])] = &[
+            ("manifest.json", b"{}"),
+            ("model.safetensors", b"w"),
+            ("tasks/a.safetensors", b"t"),
+        ];
+        write_dir_atomic(&bundle, files).unwrap();
+        assert_eq!(why_not_replaceable(&bundle).unwrap(), None);
+        // A file in a folder the marker lists, but not listed itself, is not ours…
+        fs::write(bundle.join("tasks/b.safetensors"), b"mine").unwrap();
+        let why = why_not_replaceable(&bundle).unwrap().unwrap();
+        assert!(why.contains("tasks/b.safetensors"), "{why}");
+        let e = write_dir_atomic(&bundle, files).unwrap_err();
+        assert!(format!("{e:#}").contains("bundle"), "{e:#}");
+        assert_eq!(
+            fs::read(bundle.join("tasks/b.safetensors")).unwrap(),
+            b"mine"
+        );
+        fs::remove_file(bundle.join("tasks/b.safetensors")).unwrap();
+        // …and a marker that another program wrote lists nothing: only the names
+        // core-train writes count then.
+        fs::write(
+            bundle.join(MARKER),
+            br#"{"written_by": "someone", "files": ["notes.txt"]}"#,
+        )
+        .unwrap();
+        fs::write(bundle.join("notes.txt"), b"mine").unwrap();
+        let why = why_not_replaceable(&bundle).unwrap().unwrap();
+        assert!(why.contains("notes.txt"), "{why}");
     }
 }

@@ -32,8 +32,8 @@ use polytask_core::train::optim::{AdamW, AdamWConfig};
 use polytask_core::train::step::train_step;
 use polytask_core::{BertInput, BertModel};
 
-use crate::backend::{self, BackendChoice};
-use crate::model_dir;
+use polytask_native::backend::{self, BackendChoice};
+use polytask_native::{model_dir, output};
 
 /// Classes of the synthetic sentence task (CLINC150's intents) and tags of the token task
 /// (CoNLL-2003's IOB2 set).
@@ -97,7 +97,7 @@ impl Mode {
 
 /// A `--json` file this command wrote (JSON lines with `ms_per_step`).
 fn is_bench_file(bytes: &[u8]) -> bool {
-    crate::output::is_json_lines_with(bytes, "ms_per_step")
+    output::is_json_lines_with(bytes, "ms_per_step")
 }
 
 struct Figure {
@@ -210,7 +210,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if let Some(path) = &args.json {
         // Refused before minutes of measuring, not after.
-        crate::output::check_file_replaceable(path, is_bench_file)?;
+        output::check_file_replaceable(path, is_bench_file)?;
     }
     let cpu = cpu_model();
     eprintln!("cpu: {cpu}");
@@ -292,11 +292,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .to_string()
             })
             .collect();
-        crate::output::write_file_atomic(
-            path,
-            (lines.join("\n") + "\n").as_bytes(),
-            is_bench_file,
-        )?;
+        output::write_file_atomic(path, (lines.join("\n") + "\n").as_bytes(), is_bench_file)?;
     }
     Ok(())
 }

@@ -7,10 +7,11 @@ use anyhow::{Result, bail};
 use polytask_core::eval::tagging::TagDecoding;
 use serde_json::Value;
 
-use crate::backend::{self, BackendChoice};
-use crate::recipe::Recipe;
-use crate::train_cmd::{DataArgs, encode_sources, load_sources, score_split};
-use crate::{evaluate, run_dir};
+use polytask_native::backend::{self, BackendChoice};
+use polytask_native::corpus::{DataArgs, encode_sources, load_sources};
+use polytask_native::evaluate::{self, score_split};
+use polytask_native::recipe::Recipe;
+use polytask_native::run_dir;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct EvalArgs {

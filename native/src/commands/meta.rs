@@ -10,13 +10,11 @@
 //! validation accuracy improves.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use polytask_core::data::episodes::{Episode, EpisodeSampler};
 use polytask_core::fewshot::adapt::{AdaptMode, Learner};
 use polytask_core::fewshot::meta::{MetaConfig, MetaEpisode, MetaLearner};
@@ -25,11 +23,12 @@ use polytask_core::{BertModel, SentenceEncoder};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::adapt_cmd::{Labelled, inputs};
-use crate::backend::{self, BackendChoice};
-use crate::episode_data::{self, EpisodeDataArgs};
-use crate::train_cmd::Interrupted;
-use crate::{model_dir, output};
+use polytask_native::adaptation::inputs;
+use polytask_native::backend::{self, BackendChoice};
+use polytask_native::episode_data::{self, EpisodeDataArgs, Labelled};
+use polytask_native::files::read;
+use polytask_native::progress::{self, Interrupted};
+use polytask_native::{model_dir, output};
 
 /// A meta-training recipe (`recipes/meta-*.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,18 +222,8 @@ pub fn run(args: &MetaTrainArgs) -> Result<()> {
     let mut best_theta = theta.clone();
     save(&out, &init_dir, &theta, &recipe, &data, &history, best)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
-    let bar = ProgressBar::new(recipe.meta.iterations as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .expect("valid template"),
-    );
+    let stop = progress::stop_on_ctrl_c();
+    let bar = progress::steps_bar(recipe.meta.iterations as u64, 0);
     let (mut ema_loss, mut ema_acc) = (None::<f32>, None::<f64>);
     for it in 1..=recipe.meta.iterations {
         if stop.load(Ordering::SeqCst) {
@@ -311,10 +300,7 @@ fn save(
     history: &[serde_json::Value],
     best: (f64, usize),
 ) -> Result<()> {
-    let read = |name: &str| -> Result<Vec<u8>> {
-        let p = init_dir.join(name);
-        std::fs::read(&p).with_context(|| format!("{}: cannot read", p.display()))
-    };
+    let init_file = |name: &str| read(&init_dir.join(name));
     let weights = bert_to_safetensors(theta)?;
     let meta = serde_json::to_vec_pretty(&json!({
         "recipe": recipe,
@@ -324,8 +310,8 @@ fn save(
         "best": {"val_accuracy": best.0, "iteration": best.1},
         "history": history,
     }))?;
-    let config = read("config.json")?;
-    let tokenizer = read("tokenizer.json")?;
+    let config = init_file("config.json")?;
+    let tokenizer = init_file("tokenizer.json")?;
     output::write_dir_atomic(
         out,
         &[

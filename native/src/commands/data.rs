@@ -1,10 +1,48 @@
 //! `core-train data check FILE --format FORMAT`: validate a data file and list every
-//! problem as `FILE:LINE: what is wrong`.
+//! problem as `FILE:LINE: what is wrong`; `core-train data fetch NAME...`: fetch datasets
+//! ([`polytask_native::data_fetch`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use polytask_core::data::formats::{self, DataErrors, JsonlExamples};
+use polytask_native::data_fetch;
+use polytask_native::files::read_text;
+
+#[derive(clap::Subcommand)]
+pub enum DataCommand {
+    /// Validate a data file; every problem is listed as FILE:LINE: what is wrong.
+    Check {
+        /// The file (a directory for --format seq).
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        format: Format,
+    },
+    /// Fetch datasets (clinc150, snips, atis, conll2003, sst2, or all), each file checked
+    /// against its pinned sha256.
+    Fetch {
+        /// Dataset names, or `all`.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Copy from this local mirror (same layout) instead of downloading from upstream
+        /// (default: $POLYTASK_DATA_MIRROR when set).
+        #[arg(long)]
+        mirror: Option<PathBuf>,
+        /// Target data directory (default: data/ in the cache, $POLYTASK_CACHE or
+        /// ~/.cache/polytask).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub fn run(command: DataCommand) -> Result<()> {
+    match command {
+        DataCommand::Check { file, format } => check(&file, format),
+        DataCommand::Fetch { names, mirror, dir } => {
+            data_fetch::fetch_datasets(&names, mirror, dir)
+        }
+    }
+}
 
 /// The formats `data check` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,19 +59,12 @@ pub enum Format {
     Jsonl,
 }
 
-fn read_text(path: &Path) -> Result<(String, String)> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).with_context(|| format!("{name}: cannot read"))?;
-    let text = formats::decode(&bytes, &name).map_err(report)?.to_string();
-    Ok((text, name))
-}
-
 fn report(errors: DataErrors) -> anyhow::Error {
     anyhow::anyhow!("{errors}")
 }
 
 /// Checks `path`; prints a one-line summary on success, every problem on failure.
-pub fn check(path: &Path, format: Format) -> Result<()> {
+fn check(path: &Path, format: Format) -> Result<()> {
     let summary = match format {
         Format::Conll => {
             let (text, name) = read_text(path)?;

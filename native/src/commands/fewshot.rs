@@ -30,10 +30,11 @@ use polytask_core::model::bert::EncoderOutput;
 use polytask_core::rng::Rng;
 use serde_json::json;
 
-use crate::adapt_cmd::{AdaptFlags, Labelled, inputs};
-use crate::backend::{self, BackendChoice};
-use crate::episode_data::{self, EpisodeDataArgs};
-use crate::model_dir;
+use polytask_native::adaptation::{AdaptFlags, inputs};
+use polytask_native::backend::{self, BackendChoice};
+use polytask_native::episode_data::{self, EpisodeDataArgs, Labelled};
+use polytask_native::model_dir;
+use polytask_native::output;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct FewShotArgs {
@@ -262,9 +263,7 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
     classes.dedup();
     let mut json_out = match &args.json {
         Some(p) => {
-            crate::output::check_file_replaceable(p, |b| {
-                crate::output::is_json_lines_with(b, "method")
-            })?;
+            output::check_file_replaceable(p, |b| output::is_json_lines_with(b, "method"))?;
             Some(
                 std::fs::File::create(p)
                     .with_context(|| format!("{}: cannot create", p.display()))?,
@@ -353,7 +352,7 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
         // get the number of steps when the rows are printed.
         let mut methods: Vec<(String, AdaptConfig)> = Vec::new();
         if e_idx == 0 {
-            let mut c = args.adapt.config("head")?;
+            let mut c = args.adapt.config(AdaptMode::Head);
             c.steps = 0;
             methods.push((
                 "(a) nearest prototype, pretrained, no training".to_string(),
@@ -361,7 +360,7 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
             ));
         }
         for &mode in &modes {
-            let c = args.adapt.config(mode.name())?;
+            let c = args.adapt.config(mode);
             let what = match mode {
                 AdaptMode::Head => "head only".to_string(),
                 AdaptMode::Adapters => {
