@@ -23,13 +23,54 @@ pub enum Error {
     /// dtype that does not convert).
     #[error("cannot read {what} back from the device: {message}")]
     ReadBack { what: String, message: String },
-    /// Training or adaptation whose loss became NaN or infinite; nothing was kept.
-    #[error("{what} diverged at step {step}: the loss is {loss}; nothing was saved")]
-    Diverged {
-        what: String,
-        step: usize,
-        loss: f32,
-    },
+    /// Training, adaptation or meta-training whose loss became NaN or infinite.
+    #[error("{0}")]
+    Diverged(Divergence),
+}
+
+/// A loss that became NaN or infinite: what diverged, at which step, and the losses (the
+/// joint one, and each task's where there are several). The step's update is not applied
+/// and nothing is saved; callers add what was kept and what to try.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Divergence {
+    /// `training`, `adaptation`, `meta-training`.
+    pub what: String,
+    /// 1-based: the step whose loss was not finite.
+    pub step: usize,
+    pub loss: f32,
+    /// `(task index, its loss)`, for multi-task training.
+    pub per_task: Vec<(usize, f32)>,
+}
+
+impl Divergence {
+    /// `Err` when `loss` is NaN or infinite: the check of every loop.
+    pub fn check(what: &str, step: usize, loss: f32) -> std::result::Result<(), Divergence> {
+        if loss.is_finite() {
+            return Ok(());
+        }
+        Err(Divergence {
+            what: what.into(),
+            step,
+            loss,
+            per_task: Vec::new(),
+        })
+    }
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} diverged at step {}: the loss is not finite ({})",
+            self.what, self.step, self.loss
+        )
+    }
+}
+
+impl From<Divergence> for Error {
+    fn from(d: Divergence) -> Self {
+        Error::Diverged(d)
+    }
 }
 
 impl Error {

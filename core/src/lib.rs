@@ -23,7 +23,7 @@ pub mod rng;
 pub mod train;
 
 pub use data::tokenizer::{Batch, Encoding, Tokenizer};
-pub use error::{Error, Result};
+pub use error::{Divergence, Error, Result};
 pub use io::checkpoint::LoadReport;
 pub use model::bert::{BertInput, BertModel, EncoderOutput};
 pub use model::config::{Activation, BertConfig};

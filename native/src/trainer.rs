@@ -462,9 +462,8 @@ impl Trainer {
                     None => "no checkpoint was saved yet".to_string(),
                 };
                 bail!(
-                    "step {}: the loss is not finite ({}) at lr {lr:e}; stopped without saving; \
-                     {kept}. Lower train.lr or check the data.",
-                    self.state.step + 1,
+                    "{nf}, by task {}, at lr {lr:e}; stopped without saving; {kept}. \
+                     Lower train.lr or check the data.",
                     losses.join(", ")
                 );
             }

@@ -24,7 +24,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Divergence, Error, Result};
 use crate::eval::metrics::accuracy;
 use crate::fewshot::prototypes::prototype_head;
 use crate::model::bert::{BertInput, BertModel, EncoderOutput};
@@ -413,15 +413,7 @@ impl Learner {
 /// The divergence check of every adaptation loop: `Err` when the support loss read
 /// before step `step` (0-based) is NaN or infinite. Nothing adapted is kept then.
 pub fn check_loss(step: usize, loss: f32) -> Result<()> {
-    if loss.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::Diverged {
-            what: "adaptation".into(),
-            step: step + 1,
-            loss,
-        })
-    }
+    Ok(Divergence::check("adaptation", step + 1, loss)?)
 }
 
 /// The result of adapting to one task.
@@ -760,7 +752,7 @@ pub(crate) mod tests {
         c.lr = 1e30;
         c.head_lr = 1e30;
         let e = adapt(&bert, support, &labels, 3, &c, |_, _| {}).unwrap_err();
-        assert!(matches!(e, Error::Diverged { .. }), "{e}");
+        assert!(matches!(e, Error::Diverged(_)), "{e}");
         assert!(e.to_string().contains("nothing was saved"), "{e}");
     }
 

@@ -15,7 +15,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Divergence, Error, Result};
 use crate::eval::metrics::accuracy;
 use crate::fewshot::adapt::{
     AdaptConfig, Learner, first_adapting_block, frozen_states, is_trainable,
@@ -245,13 +245,7 @@ impl MetaLearner {
             query_accuracy += accuracy(&pred, &e.query_labels);
             let loss = cross_entropy(logits, y);
             let value = loss.clone().into_scalar::<f32>();
-            if !value.is_finite() {
-                return Err(Error::Diverged {
-                    what: "meta-training".into(),
-                    step: self.iteration + 1,
-                    loss: value,
-                });
-            }
+            Divergence::check("meta-training", self.iteration + 1, value)?;
             query_loss += value;
             match self.config.algorithm {
                 MetaAlgorithm::Reptile => adapted_berts.push(phi.valid().bert),

@@ -263,7 +263,9 @@ mod tests {
     fn freezing_follows_the_path() {
         // The flag is kept by the parameter and applies on the autodiff device.
         let ad = Device::flex().autodiff();
-        let m = set_trainable(two(), |p| p.starts_with("a.")).fork(&ad).train();
+        let m = set_trainable(two(), |p| p.starts_with("a."))
+            .fork(&ad)
+            .train();
         assert!(m.a.weight.val().is_require_grad());
         assert!(!m.b.weight.val().is_require_grad());
     }

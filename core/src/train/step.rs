@@ -4,7 +4,7 @@
 use burn::tensor::Device;
 
 use crate::data::features::{Encoded, collate};
-use crate::error::Result;
+use crate::error::{Divergence, Result};
 use crate::model::multitask::MultiTaskModel;
 use crate::train::optim::{AdamW, StepStats};
 
@@ -18,12 +18,6 @@ pub struct StepReport {
     pub stats: StepStats,
 }
 
-/// A step whose loss was NaN or infinite: no update was applied.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NonFiniteLoss {
-    pub per_task: Vec<(usize, f32)>,
-}
-
 /// Forward, backward and an AdamW update on one batch for `tasks`. The model must live on
 /// an autodiff device and `items` carry the targets of each task. A non-finite loss leaves
 /// the model and the optimizer untouched and is returned as an error.
@@ -35,10 +29,7 @@ pub fn train_step(
     lr: f64,
     pad_id: u32,
     device: &Device,
-) -> Result<(
-    MultiTaskModel,
-    std::result::Result<StepReport, NonFiniteLoss>,
-)> {
+) -> Result<(MultiTaskModel, std::result::Result<StepReport, Divergence>)> {
     let batch = collate(items, pad_id, device)?;
     let step = model.step_loss(&batch, tasks);
     let per_task: Vec<(usize, f32)> = step
@@ -48,7 +39,13 @@ pub fn train_step(
         .collect();
     let loss = step.joint.clone().into_scalar::<f32>();
     if !loss.is_finite() || per_task.iter().any(|(_, l)| !l.is_finite()) {
-        return Ok((model, Err(NonFiniteLoss { per_task })));
+        let divergence = Divergence {
+            what: "training".into(),
+            step: optimizer.step as usize + 1,
+            loss,
+            per_task,
+        };
+        return Ok((model, Err(divergence)));
     }
     let grads = step.joint.backward();
     let (model, stats) = optimizer.step(model, grads, lr);
