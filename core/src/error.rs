@@ -61,7 +61,7 @@ impl std::fmt::Display for Divergence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} diverged at step {}: the loss is not finite ({})",
+            "{} diverged at step {}: the loss is not finite ({}); nothing was saved",
             self.what, self.step, self.loss
         )
     }

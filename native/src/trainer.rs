@@ -462,8 +462,7 @@ impl Trainer {
                     None => "no checkpoint was saved yet".to_string(),
                 };
                 bail!(
-                    "{nf}, by task {}, at lr {lr:e}; stopped without saving; {kept}. \
-                     Lower train.lr or check the data.",
+                    "{nf}; by task: {}; at lr {lr:e}; {kept}. Lower train.lr or check the data.",
                     losses.join(", ")
                 );
             }
