@@ -193,6 +193,8 @@ pub fn Teach(
                         set_heldout_result
                             .set(format!("held-out accuracy: {acc:.3} ({n} examples)"));
                     }
+                    // Named at once: Classify shows this task's predictions from now on.
+                    task.name.set(t.meta.name.clone());
                     model.install_task(t.model.clone(), t.meta.clone());
                     // Kept for the next visit; a failure only costs that.
                     let kept = match save_task_async(&t.model, &t.meta).await {
@@ -342,7 +344,8 @@ pub fn Teach(
 }
 
 /// Adapts a new task in the page on the loaded model, one step per turn of the event loop;
-/// scores the held-out examples.
+/// scores the held-out examples. Core's adaptation settings (`AdaptConfig::default()`)
+/// but for what the user chose: the mode and the number of steps.
 #[allow(clippy::too_many_arguments)]
 async fn teach(
     model: Model,
@@ -362,13 +365,13 @@ async fn teach(
         let l = l.as_ref().ok_or("The model is not loaded yet.")?;
         (l.encoder.clone(), l.device.clone(), l.base.clone())
     };
+    // Core's settings (`core-train adapt` uses the same), overriding only what the user
+    // chose. Of the values this page used to set, only `lr` differed from core's (1e-3):
+    // it changes adapters mode only (the head's rate is `head_lr` in both).
     let config = AdaptConfig {
         mode,
         steps,
-        lr: 1e-3,
-        head_lr: 1e-2,
-        layers: 2,
-        ..Default::default()
+        ..AdaptConfig::default()
     };
     let texts: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     let ids: Vec<usize> = rows.iter().map(|r| r.1).collect();
