@@ -16,8 +16,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use polytask_core::io::bundle::{BUNDLE_FORMAT, FileEntry, Manifest};
 use polytask_core::io::checkpoint::{FloatWidth, convert_floats};
+use polytask_core::io::manifest::{BUNDLE_FORMAT, FileEntry, Manifest};
 use polytask_core::io::task_file::read_task_meta;
 
 use crate::files::{read, sha256_hex};

@@ -20,8 +20,8 @@ use polytask_core::burn::nn::LinearConfig;
 use polytask_core::burn::tensor::Device;
 use polytask_core::data::formats;
 use polytask_core::fewshot::adapt::{AdaptConfig, FewShotModel, Learner};
-use polytask_core::io::bundle::{BUNDLE_FORMAT, FileEntry, Manifest};
 use polytask_core::io::checkpoint;
+use polytask_core::io::manifest::{BUNDLE_FORMAT, FileEntry, Manifest};
 use polytask_core::io::task_file::{TASK_FORMAT, TaskMeta, load_task, read_task_meta, save_task};
 
 use crate::recipe::Recipe;

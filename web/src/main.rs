@@ -24,11 +24,11 @@
 use wasm_bindgen::prelude::*;
 
 mod app;
-mod bundle;
 mod console_log;
 mod device;
 mod examples;
 mod exports;
+mod fetch;
 mod model;
 mod page;
 mod storage;

@@ -7,11 +7,12 @@ use std::rc::Rc;
 
 use burn::tensor::Device;
 use leptos::prelude::*;
-use polytask_core::fewshot::adapt::{FewShotModel, TaskMeta, load_task};
+use polytask_core::fewshot::adapt::FewShotModel;
+use polytask_core::io::task_file::{TaskMeta, load_task};
 use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::{ModelFiles, SentenceEncoder};
 
-use crate::bundle;
+use crate::fetch;
 use crate::page::now_ms;
 
 /// What the page has loaded.
@@ -85,13 +86,13 @@ pub async fn load_bundle(
     progress: LoadProgress,
 ) -> Result<Loaded, String> {
     let t0 = now_ms();
-    let manifest = bundle::manifest(base).await?;
+    let manifest = fetch::manifest(base).await?;
     progress.total.set(manifest.total_bytes());
     progress.done.set(0);
     let mut files = BTreeMap::new();
     let (mut done, mut cached) = (0u64, 0usize);
     for entry in &manifest.files {
-        let (bytes, hit) = bundle::file(base, entry).await?;
+        let (bytes, hit) = fetch::file(base, entry).await?;
         done += entry.bytes;
         cached += usize::from(hit);
         progress.done.set(done);

@@ -8,10 +8,9 @@ use std::rc::Rc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use polytask_core::BertInput;
-use polytask_core::fewshot::adapt::{
-    AdaptConfig, AdaptMode, AdaptSession, FewShotModel, TASK_FORMAT, TaskMeta,
-    first_adapting_block, frozen_states, load_task, prepare, save_task_async,
-};
+use polytask_core::eval::metrics::accuracy;
+use polytask_core::fewshot::adapt::{AdaptConfig, AdaptMode, FewShotModel, Learner, check_loss};
+use polytask_core::io::task_file::{TASK_FORMAT, TaskMeta, load_task, save_task_async};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::device::read_f32;
@@ -391,21 +390,16 @@ async fn teach(
     }
     let t0 = now_ms();
     set_progress.set((0, steps));
-    let bert = prepare(&encoder.model, &config);
-    let first = first_adapting_block(config.mode, config.layers, bert.num_layers());
-    let cached = frozen_states(&bert, BertInput::from_batch(&batch, &device), first);
-    let mut session = AdaptSession::new(bert, cached, first, &ids, labels.len(), &config)
+    let learner = Learner::new(&encoder.model, &config).map_err(|e| e.to_string())?;
+    let support = learner.frozen(BertInput::from_batch(&batch, &device));
+    let mut session = learner
+        .session(support, &ids, labels.len())
         .map_err(|e| e.to_string())?;
     let mut curve = Vec::with_capacity(steps);
     while !session.is_done() {
         let step = session.steps_done();
         let loss = read_f32(session.step()).await?[0];
-        if !loss.is_finite() {
-            return Err(format!(
-                "Adaptation diverged at step {} (loss {loss}); nothing was kept. Try fewer steps or the head only.",
-                step + 1
-            ));
-        }
+        check_loss(step, loss).map_err(|e| format!("{e}. Try fewer steps or the head only."))?;
         curve.push(loss);
         set_losses.set(curve.clone());
         set_progress.set((step + 1, steps));
@@ -428,20 +422,19 @@ async fn teach(
     if !heldout.is_empty() {
         let texts: Vec<&str> = heldout.iter().map(|r| r.0.as_str()).collect();
         let batch = encoder.tokenizer.batch(&texts).map_err(|e| e.to_string())?;
-        let logits = adapted.model.logits(BertInput::from_batch(&batch, &device));
-        let pred = logits
-            .argmax(1)
+        let pred: Vec<usize> = adapted
+            .model
+            .predict(BertInput::from_batch(&batch, &device))
             .into_data_async()
             .await
             .map_err(|e| format!("{e:?}"))?
             .try_into_vec_as::<i64>()
-            .map_err(|e| format!("{e:?}"))?;
-        let correct = pred
-            .iter()
-            .zip(&heldout)
-            .filter(|(p, r)| **p as usize == r.1)
-            .count();
-        heldout_acc = Some((correct as f64 / heldout.len() as f64, heldout.len()));
+            .map_err(|e| format!("{e:?}"))?
+            .into_iter()
+            .map(|p| p as usize)
+            .collect();
+        let gold: Vec<usize> = heldout.iter().map(|r| r.1).collect();
+        heldout_acc = Some((accuracy(&pred, &gold), heldout.len()));
     }
     Ok((
         Taught {

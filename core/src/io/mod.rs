@@ -2,7 +2,7 @@
 //! the safetensors format itself, checkpoints (Hugging Face BERT weights), the model
 //! bundle's manifest, task files (what few-shot adaptation saves).
 
-pub mod bundle;
 pub mod checkpoint;
+pub mod manifest;
 pub mod safetensors;
 pub mod task_file;

@@ -5,7 +5,7 @@
 //! any sub-path.
 
 use js_sys::{ArrayBuffer, Uint8Array};
-pub use polytask_core::io::bundle::{FileEntry, Manifest};
+pub use polytask_core::io::manifest::{FileEntry, Manifest};
 use sha2::{Digest, Sha256};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
