@@ -20,9 +20,9 @@ use polytask_core::burn::nn::LinearConfig;
 use polytask_core::burn::tensor::Device;
 use polytask_core::data::formats;
 use polytask_core::fewshot::adapt::{AdaptConfig, FewShotModel, Learner};
-use polytask_core::io::checkpoint;
 use polytask_core::io::manifest::{BUNDLE_FORMAT, FileEntry, Manifest};
 use polytask_core::io::task_file::{TASK_FORMAT, TaskMeta, load_task, read_task_meta, save_task};
+use polytask_core::io::{checkpoint, safetensors};
 
 use crate::recipe::Recipe;
 
@@ -424,8 +424,8 @@ fn safetensors() {
         "safetensors",
         vec![seed, f16],
         Box::new(|b| {
-            checkpoint::read_header(b, "m").map_err(|e| e.to_string())?;
-            checkpoint::read_f32_tensors(b, "m").map_err(|e| e.to_string())?;
+            safetensors::read_header(b, "m").map_err(|e| e.to_string())?;
+            safetensors::read_f32_tensors(b, "m").map_err(|e| e.to_string())?;
             checkpoint::check_finite(b, "m").map_err(|e| e.to_string())?;
             let mut model = bert.clone();
             checkpoint::load_bert(&mut model, b.to_vec(), "m")

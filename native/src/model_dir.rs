@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::tensor::Device;
-use polytask_core::io::checkpoint::read_header;
+use polytask_core::io::safetensors::read_header;
 use polytask_core::{LoadReport, ModelFiles, SentenceEncoder};
 use sha2::{Digest, Sha256};
 

@@ -14,8 +14,8 @@ use burn::store::{
 };
 
 use crate::error::{Error, Result};
-pub use crate::io::safetensors::{F32Tensors, TensorInfo, read_f32_tensors, read_header};
 use crate::io::safetensors::{RawTensor, f32_values, parse};
+use crate::io::safetensors::{TensorInfo, read_header};
 use crate::model::bert::BertModel;
 
 /// What a load did.

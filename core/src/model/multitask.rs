@@ -236,7 +236,7 @@ impl MultiTaskModel {
     pub fn load_safetensors(&mut self, bytes: Vec<u8>, source: &str) -> Result<()> {
         let bytes = crate::io::checkpoint::widen_f16(bytes, source)?;
         crate::io::checkpoint::check_finite(&bytes, source)?;
-        let header = crate::io::checkpoint::read_header(&bytes, source)?;
+        let header = crate::io::safetensors::read_header(&bytes, source)?;
         crate::io::checkpoint::add_stored_casing(&mut self.bert, &header, "bert.");
         let store = SafetensorsStore::from_bytes(Some(bytes))
             .with_key_remapping(r"\.attention\.self\.", ".attention.self_.");
@@ -386,7 +386,7 @@ pub(crate) mod tests {
         let spec = two_task_spec(LossWeighting::Uncertainty);
         let model = MultiTaskModel::init(&config, spec.clone(), &d).unwrap();
         let bytes = model.to_safetensors().unwrap();
-        let names = crate::io::checkpoint::read_header(&bytes, "m").unwrap();
+        let names = crate::io::safetensors::read_header(&bytes, "m").unwrap();
         assert!(names.contains_key("bert.encoder.layer.0.attention.self.query.weight"));
         assert!(names.contains_key("heads.1.classifier.weight"));
         assert!(names.contains_key("log_vars"));
