@@ -56,17 +56,6 @@ impl AdaptMode {
             AdaptMode::Full => "full",
         }
     }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        AdaptMode::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                Error::Input(format!(
-                    "unknown adaptation mode {s:?}; expected head, adapters or full"
-                ))
-            })
-    }
 }
 
 /// How a task is adapted.

@@ -30,7 +30,7 @@ use polytask_core::model::bert::EncoderOutput;
 use polytask_core::rng::Rng;
 use serde_json::json;
 
-use polytask_native::adaptation::{AdaptFlags, inputs};
+use polytask_native::adaptation::{AdaptFlags, ModeArg, inputs};
 use polytask_native::backend::{self, BackendChoice};
 use polytask_native::episode_data::{self, EpisodeDataArgs, Labelled};
 use polytask_native::model_dir;
@@ -56,9 +56,10 @@ pub struct FewShotArgs {
     /// output). The pretrained encoder (--model) is always included.
     #[arg(long = "init", value_parser = parse_init)]
     pub inits: Vec<(String, PathBuf)>,
-    /// Adaptation modes for fine-tuning (head, adapters, full); empty: prototypes only.
-    #[arg(long, value_delimiter = ',', default_value = "head,adapters")]
-    pub modes: Vec<String>,
+    /// Adaptation modes for fine-tuning (head, adapters, full); `--modes` with no value:
+    /// prototypes only.
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0.., default_value = "head,adapters")]
+    pub modes: Vec<ModeArg>,
     /// Full-way K-shot settings on the whole test split (e.g. 5,10).
     #[arg(long, value_delimiter = ',')]
     pub full_way: Vec<usize>,
@@ -228,12 +229,7 @@ struct Row {
 }
 
 pub fn run(args: &FewShotArgs) -> Result<()> {
-    let modes: Vec<AdaptMode> = args
-        .modes
-        .iter()
-        .filter(|m| !m.is_empty())
-        .map(|m| AdaptMode::parse(m))
-        .collect::<std::result::Result<_, _>>()?;
+    let modes: Vec<AdaptMode> = args.modes.iter().map(|&m| m.into()).collect();
     if args.episodes == 0 && args.full_way.is_empty() {
         bail!("nothing to do: --episodes 0 and no --full-way");
     }

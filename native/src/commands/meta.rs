@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use polytask_core::data::episodes::{Episode, EpisodeSampler};
 use polytask_core::fewshot::adapt::{AdaptMode, Learner};
-use polytask_core::fewshot::meta::{MetaConfig, MetaEpisode, MetaLearner};
+use polytask_core::fewshot::meta::{MetaAlgorithm, MetaConfig, MetaEpisode, MetaLearner};
 use polytask_core::io::checkpoint::bert_to_safetensors;
 use polytask_core::{BertModel, SentenceEncoder};
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,20 @@ impl Default for MetaRecipe {
     }
 }
 
+/// `--algorithm`: the outer update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlgorithmArg {
+    Reptile,
+    Fomaml,
+}
+
+/// `--mode`: what the inner loop adapts (the head is rebuilt from prototypes each episode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InnerModeArg {
+    Adapters,
+    Full,
+}
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct MetaTrainArgs {
     /// The recipe (TOML; every field optional, see recipes/README.md).
@@ -79,11 +93,11 @@ pub struct MetaTrainArgs {
     #[arg(long)]
     pub iterations: Option<usize>,
     /// reptile or fomaml (overrides the recipe).
-    #[arg(long, value_parser = ["reptile", "fomaml"])]
-    pub algorithm: Option<String>,
+    #[arg(long, value_enum)]
+    pub algorithm: Option<AlgorithmArg>,
     /// head-free inner-loop mode: adapters or full (overrides the recipe).
-    #[arg(long, value_parser = ["adapters", "full"])]
-    pub mode: Option<String>,
+    #[arg(long, value_enum)]
+    pub mode: Option<InnerModeArg>,
     #[command(flatten)]
     pub data: EpisodeDataArgs,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -139,11 +153,17 @@ fn load_recipe(args: &MetaTrainArgs) -> Result<MetaRecipe> {
     if let Some(n) = args.iterations {
         recipe.meta.iterations = n;
     }
-    if let Some(a) = &args.algorithm {
-        recipe.meta.algorithm = serde_json::from_value(json!(a)).expect("checked by clap");
+    if let Some(a) = args.algorithm {
+        recipe.meta.algorithm = match a {
+            AlgorithmArg::Reptile => MetaAlgorithm::Reptile,
+            AlgorithmArg::Fomaml => MetaAlgorithm::Fomaml,
+        };
     }
-    if let Some(m) = &args.mode {
-        recipe.meta.inner.mode = AdaptMode::parse(m)?;
+    if let Some(m) = args.mode {
+        recipe.meta.inner.mode = match m {
+            InnerModeArg::Adapters => AdaptMode::Adapters,
+            InnerModeArg::Full => AdaptMode::Full,
+        };
     }
     if recipe.meta.inner.mode == AdaptMode::Head {
         bail!(
