@@ -162,7 +162,11 @@ pub fn Teach(
                 return;
             }
         };
-        let mode = AdaptMode::parse(&mode.get_untracked()).unwrap_or(AdaptMode::Head);
+        let chosen = mode.get_untracked();
+        let mode = AdaptMode::ALL
+            .into_iter()
+            .find(|m| m.name() == chosen)
+            .unwrap_or(AdaptMode::Head);
         let name = task_name(&name.get_untracked());
         busy.set(true);
         msg.set(String::new());
