@@ -14,7 +14,7 @@ use burn::store::{
 };
 
 use crate::error::{Error, Result};
-use crate::io::safetensors::{RawTensor, f32_values, parse};
+use crate::io::safetensors::{RawTensor, parse};
 use crate::io::safetensors::{TensorInfo, read_header};
 use crate::model::bert::BertModel;
 
@@ -102,9 +102,9 @@ pub fn convert_floats_where(
     let mut tensors = BTreeMap::new();
     for (name, info) in parsed.tensors.iter().filter(|(name, _)| keep(name)) {
         let src = parsed.bytes(info);
-        let (dtype, bytes) = match (info.dtype.as_str(), to) {
+        let (dtype, bytes): (&str, Vec<u8>) = match (info.dtype.as_str(), to) {
             ("F32", FloatWidth::F16) => (
-                to,
+                to.tag(),
                 src.chunks_exact(4)
                     .flat_map(|c| {
                         f16::from_f32(f32::from_le_bytes(c.try_into().expect("4"))).to_le_bytes()
@@ -112,7 +112,7 @@ pub fn convert_floats_where(
                     .collect(),
             ),
             ("F16", FloatWidth::F32) => (
-                to,
+                to.tag(),
                 src.chunks_exact(2)
                     .flat_map(|c| {
                         f16::from_le_bytes(c.try_into().expect("2"))
@@ -121,20 +121,11 @@ pub fn convert_floats_where(
                     })
                     .collect(),
             ),
-            _ => {
-                tensors.insert(
-                    name.clone(),
-                    RawTensor {
-                        dtype: info.dtype.clone(),
-                        shape: info.shape.clone(),
-                        bytes: src.to_vec(),
-                    },
-                );
-                continue;
-            }
+            // Already `to`, or not a float: kept as it is.
+            (other, _) => (other, src.to_vec()),
         };
         let t = RawTensor {
-            dtype: dtype.tag().into(),
+            dtype: dtype.into(),
             shape: info.shape.clone(),
             bytes,
         };
@@ -273,8 +264,12 @@ pub fn check_finite(bytes: &[u8], source: &str) -> Result<()> {
         if info.dtype != "F32" {
             continue;
         }
-        let values = f32_values(parsed.bytes(info));
-        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        // Scanned in place: a model's weights are not copied to be checked.
+        let values = parsed
+            .bytes(info)
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")));
+        if let Some((i, v)) = values.enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(checkpoint_error(
                 source,
                 format!(
