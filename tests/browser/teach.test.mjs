@@ -127,7 +127,7 @@ for (const mode of ['webgpu', 'cpu']) {
       // Bad input: one label only; an empty text.
       await b.page.fill('#examples', 'weather: will it rain\nweather: is it sunny');
       await b.page.click('#adapt');
-      assert.match(await b.page.textContent('#teach-msg'), /at least 2 labels; found 1 \(weather\)/);
+      assert.match(await b.page.textContent('#teach-msg'), /at least 2 labels, found 1 \(weather\)/);
       await b.page.fill('#examples', 'weather: will it rain\nalarm:   \n');
       await b.page.click('#adapt');
       assert.match(await b.page.textContent('#teach-msg'), /line 2: the text is empty/);

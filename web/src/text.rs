@@ -2,6 +2,7 @@
 //! with the rest of the crate, and its unit tests run there: `cargo test -p polytask-web`.
 
 use polytask_core::eval::predict::Entity;
+use polytask_core::fewshot::adapt::validate_support;
 
 /// `text` split at the entities' character spans: `(piece, entity)` in order. An entity
 /// that overlaps the one before it is skipped; spans past the end are cut to the text.
@@ -74,22 +75,25 @@ pub fn parse_examples(text: &str, labels: &str, what: &str) -> Result<(Vec<Strin
     Ok((declared, rows))
 }
 
-/// What a task needs before it is adapted: at least 2 labels, each with an example.
+/// What a task needs before it is adapted: core's check of a support set
+/// ([`validate_support`]: at least 2 labels, each with an example), as a sentence for the
+/// page.
 pub fn check_task(labels: &[String], rows: &[(String, usize)]) -> Result<(), String> {
-    if labels.len() < 2 {
-        return Err(format!(
-            "A task needs at least 2 labels; found {} ({}).",
-            labels.len(),
-            labels.join(", ")
-        ));
+    let support: Vec<usize> = rows.iter().map(|r| r.1).collect();
+    validate_support(&support, labels.len(), Some(labels)).map_err(|e| sentence(&e.to_string()))
+}
+
+/// `message` as a sentence: its first letter capitalised, a full stop at the end.
+fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    let mut out: String = match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    if !out.ends_with('.') {
+        out.push('.');
     }
-    if let Some(k) = (0..labels.len()).find(|&k| !rows.iter().any(|r| r.1 == k)) {
-        return Err(format!(
-            "Label \"{}\" has no example; give each label at least one.",
-            labels[k]
-        ));
-    }
-    Ok(())
+    out
 }
 
 /// The most steps the page adapts for.
@@ -342,11 +346,11 @@ mod tests {
         let rows = |ks: &[usize]| -> Rows { ks.iter().map(|&k| ("x".to_string(), k)).collect() };
         assert_eq!(
             check_task(&strings(&["weather"]), &rows(&[0, 0])).unwrap_err(),
-            "A task needs at least 2 labels; found 1 (weather)."
+            "A task needs at least 2 labels, found 1 (weather)."
         );
         assert_eq!(
             check_task(&strings(&["weather", "alarm", "music"]), &rows(&[0, 1])).unwrap_err(),
-            "Label \"music\" has no example; give each label at least one."
+            "Label \"music\" has no example; every label needs at least one."
         );
         assert_eq!(check_task(&strings(&["a", "b"]), &rows(&[1, 0])), Ok(()));
     }

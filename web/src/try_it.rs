@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use polytask_core::eval::predict::{Entity, PreparedText, TaskOutput, argmax, decode};
-use polytask_core::{Batch, BertInput};
+use polytask_core::eval::predict::{Entity, Predictor, PreparedText, TaskOutput};
 
 use crate::device::read_f32;
 use crate::model::Model;
@@ -55,45 +54,44 @@ pub async fn predict_all(model: Model, text: &str) -> Result<TryResult, String> 
         return Err("No task yet: the bundle has none; teach one below.".into());
     }
     let prepared = PreparedText::new(&encoder.tokenizer, text).map_err(|e| e.to_string())?;
-    let batch = Batch::pad(
-        std::slice::from_ref(&prepared.encoded.encoding),
-        encoder.tokenizer.pad_id(),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    if let Some(model) = &multitask {
-        let enc = model.bert.forward(BertInput::from_batch(&batch, &device));
-        for (t, spec) in model.tasks().iter().enumerate() {
-            let probs = read_f32(model.probabilities(t, &enc)).await?;
-            out.push(match decode(model, t, text, &prepared, &probs) {
-                TaskOutput::Sentence { label, confidence } => Prediction {
-                    task: spec.name.clone(),
-                    label,
-                    confidence,
-                    probabilities: spec.labels.iter().cloned().zip(probs).collect(),
-                    entities: None,
-                },
-                TaskOutput::Token { entities, .. } => Prediction {
-                    task: spec.name.clone(),
-                    label: String::new(),
-                    confidence: 0.0,
-                    probabilities: Vec::new(),
-                    entities: Some(entities),
-                },
-            });
-        }
-    }
+    let mut predictor = Predictor::new(multitask.as_ref());
     for (model, meta) in &tasks {
-        let p = read_f32(model.probabilities(BertInput::from_batch(&batch, &device))).await?;
-        let (best, _) = argmax(&p);
-        out.push(Prediction {
-            task: meta.name.clone(),
-            label: meta.labels[best].clone(),
-            confidence: p[best],
-            probabilities: meta.labels.iter().cloned().zip(p.iter().copied()).collect(),
-            entities: None,
-        });
+        predictor = predictor.with_adapted(&meta.name, &meta.labels, model);
     }
+    let on_device = predictor
+        .forward(&[&prepared], encoder.tokenizer.pad_id(), &device)
+        .map_err(|e| e.to_string())?;
+    let mut probs = Vec::with_capacity(on_device.tasks.len());
+    for t in on_device.tasks {
+        probs.push(read_f32(t).await?);
+    }
+    let answers = predictor
+        .decode(&[text], &[&prepared], &probs, on_device.seq_len)
+        .map_err(|e| e.to_string())?;
+    let out = answers
+        .into_iter()
+        .flatten()
+        .map(|a| match a.output {
+            TaskOutput::Sentence {
+                label,
+                confidence,
+                probabilities,
+            } => Prediction {
+                task: a.task,
+                label,
+                confidence,
+                probabilities,
+                entities: None,
+            },
+            TaskOutput::Token { entities, .. } => Prediction {
+                task: a.task,
+                label: String::new(),
+                confidence: 0.0,
+                probabilities: Vec::new(),
+                entities: Some(entities),
+            },
+        })
+        .collect();
     Ok(TryResult {
         text: text.to_string(),
         predictions: out,

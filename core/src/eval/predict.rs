@@ -1,10 +1,12 @@
 //! What a text gets from a multi-task model, for people: each sentence task's label and
 //! confidence, each token task's entities (type, character span, text, confidence).
 //!
-//! [`predict`] runs a model over many examples in batches and reads the results back (the
-//! CLI's evaluation and prediction). The rest runs on the host, on probabilities already
-//! read back, so that the CLI (synchronous reads) and the browser (asynchronous reads,
-//! WebGPU) decode them the same way.
+//! [`predict`] runs a model over many labelled examples in batches and reads the results
+//! back (evaluation). [`Predictor`] answers for ad-hoc text with every task it holds (a
+//! multi-task model's heads, adapted tasks): the CLI's `predict` and the page's "Try it"
+//! both go through it, in three steps so that each reads the device its own way (the CLI
+//! synchronously, the browser asynchronously for WebGPU) and decodes on the host the same
+//! way.
 
 use serde::Serialize;
 
@@ -15,6 +17,7 @@ use crate::data::tokenizer::{Tokenizer, first_subword_positions, word_spans};
 use crate::error::{Error, Result};
 use crate::eval::metrics::extract_entities;
 use crate::eval::tagging::TagConstraints;
+use crate::fewshot::adapt::FewShotModel;
 use crate::model::multitask::MultiTaskModel;
 use crate::model::task::{TaskKind, TaskSpec};
 
@@ -156,6 +159,9 @@ pub enum TaskOutput {
     Sentence {
         label: String,
         confidence: f32,
+        /// Every label's probability, in label order (a JSON object label → probability).
+        #[serde(serialize_with = "label_map")]
+        probabilities: Vec<(String, f32)>,
     },
     Token {
         entities: Vec<Entity>,
@@ -164,18 +170,37 @@ pub enum TaskOutput {
     },
 }
 
-/// A sentence task's output from its best class and that class's probability. A task
-/// with an out-of-scope threshold says out of scope below it (the confidence stays the best
-/// class's probability).
-pub fn sentence_output(spec: &TaskSpec, (label, confidence): (usize, f32)) -> TaskOutput {
+fn label_map<S: serde::Serializer>(
+    probabilities: &[(String, f32)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_map(probabilities.iter().map(|(l, p)| (l, p)))
+}
+
+/// A sentence task's output from its class probabilities `row`: the best class, its
+/// probability and every label's. A task with an out-of-scope threshold says out of scope
+/// below it (the confidence stays the best class's probability).
+pub fn sentence_output(spec: &TaskSpec, row: &[f32]) -> TaskOutput {
     let oos = spec.out_of_scope.as_deref().and_then(|l| spec.label_id(l));
-    let label = match (oos, spec.out_of_scope_threshold) {
-        (Some(oos), Some(t)) if confidence < t => oos,
-        _ => label,
+    labelled_output(&spec.labels, row, oos.zip(spec.out_of_scope_threshold))
+}
+
+/// [`sentence_output`] for any label list; `out_of_scope`: the out-of-scope class and the
+/// threshold below which a query is out of scope.
+fn labelled_output(
+    labels: &[String],
+    row: &[f32],
+    out_of_scope: Option<(usize, f32)>,
+) -> TaskOutput {
+    let (best, confidence) = argmax(row);
+    let label = match out_of_scope {
+        Some((oos, t)) if confidence < t => oos,
+        _ => best,
     };
     TaskOutput::Sentence {
-        label: spec.labels[label].clone(),
+        label: labels[label].clone(),
         confidence,
+        probabilities: labels.iter().cloned().zip(row.iter().copied()).collect(),
     }
 }
 
@@ -228,24 +253,188 @@ pub fn argmax(row: &[f32]) -> (usize, f32) {
         })
 }
 
-/// Task `task`'s output for one text, from the probabilities that
-/// [`MultiTaskModel::probabilities`] gave for it alone (a batch of one): `[1, labels]` for a
-/// sentence task, `[pieces, labels]` for a token task.
-pub fn decode(
-    model: &MultiTaskModel,
-    task: usize,
-    text: &str,
-    prepared: &PreparedText,
-    probs: &[f32],
-) -> TaskOutput {
-    let spec = &model.tasks()[task];
-    match spec.kind {
-        TaskKind::Sentence => sentence_output(spec, argmax(probs)),
-        TaskKind::Token => {
-            let constraints = model.spec.decoding.constraints(&spec.labels);
-            let words = word_predictions(probs, &prepared.encoded.first_pieces, &constraints);
-            token_output(spec, text, prepared, &words)
+/// One task's answer for one text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskAnswer {
+    pub task: String,
+    pub output: TaskOutput,
+}
+
+/// What [`Predictor::forward`] leaves on the device: one probability tensor per task, in
+/// the predictor's task order (`[texts, labels]` for a sentence task, `[texts × seq_len,
+/// labels]` for a token task).
+pub struct DeviceProbabilities {
+    pub tasks: Vec<Tensor<2>>,
+    pub seq_len: usize,
+}
+
+/// Every task that answers for a text: the heads of a multi-task model, then tasks adapted
+/// from an encoder (task files), in that order. To predict:
+/// 1. [`forward`](Self::forward) on the device,
+/// 2. read each of its tensors back (the caller: synchronously natively, asynchronously
+///    for WebGPU in the browser),
+/// 3. [`decode`](Self::decode) on the host.
+///
+/// [`predict`](Self::predict) does the three synchronously, in batches.
+pub struct Predictor<'a> {
+    multitask: Option<&'a MultiTaskModel>,
+    adapted: Vec<(&'a str, &'a [String], &'a FewShotModel)>,
+}
+
+impl<'a> Predictor<'a> {
+    /// A predictor over the heads of `multitask` (if any) and no adapted task yet.
+    pub fn new(multitask: Option<&'a MultiTaskModel>) -> Self {
+        Predictor {
+            multitask,
+            adapted: Vec::new(),
         }
+    }
+
+    /// Adds an adapted task named `name` with class names `labels`.
+    pub fn with_adapted(
+        mut self,
+        name: &'a str,
+        labels: &'a [String],
+        model: &'a FewShotModel,
+    ) -> Self {
+        self.adapted.push((name, labels, model));
+        self
+    }
+
+    /// The tasks' names in the order of the answers.
+    pub fn task_names(&self) -> Vec<&str> {
+        let heads = self
+            .multitask
+            .iter()
+            .flat_map(|m| m.tasks().iter().map(|t| t.name.as_str()));
+        heads.chain(self.adapted.iter().map(|a| a.0)).collect()
+    }
+
+    /// No task at all.
+    pub fn is_empty(&self) -> bool {
+        self.task_names().is_empty()
+    }
+
+    /// The device step: every task's probabilities for `texts` (one batch).
+    pub fn forward(
+        &self,
+        texts: &[&PreparedText],
+        pad_id: u32,
+        device: &Device,
+    ) -> Result<DeviceProbabilities> {
+        let items: Vec<&Encoded> = texts.iter().map(|p| &p.encoded).collect();
+        let batch = collate(&items, pad_id, device)?;
+        let mut tasks = Vec::new();
+        if let Some(model) = self.multitask {
+            let enc = model.bert.forward(batch.input.clone());
+            tasks.extend((0..model.tasks().len()).map(|t| model.probabilities(t, &enc)));
+        }
+        for (_, _, model) in &self.adapted {
+            tasks.push(model.probabilities(batch.input.clone()));
+        }
+        Ok(DeviceProbabilities {
+            tasks,
+            seq_len: batch.seq_len,
+        })
+    }
+
+    /// The host step: per text, every task's answer, from the probabilities of
+    /// [`forward`](Self::forward) read back (`probs[k]`: task `k`'s tensor, row-major).
+    /// Token tasks are decoded as the model's spec says (by default the most probable
+    /// valid IOB2 sequence).
+    pub fn decode(
+        &self,
+        texts: &[&str],
+        prepared: &[&PreparedText],
+        probs: &[Vec<f32>],
+        seq_len: usize,
+    ) -> Result<Vec<Vec<TaskAnswer>>> {
+        let names = self.task_names();
+        if probs.len() != names.len() || prepared.len() != texts.len() {
+            return Err(Error::Input(format!(
+                "{} probability arrays for {} tasks, {} prepared texts for {}",
+                probs.len(),
+                names.len(),
+                prepared.len(),
+                texts.len()
+            )));
+        }
+        let mut out: Vec<Vec<TaskAnswer>> = vec![Vec::with_capacity(names.len()); texts.len()];
+        let heads = self.multitask.map_or(0, |m| m.tasks().len());
+        for (k, (name, probs)) in names.iter().zip(probs).enumerate() {
+            let (labels, token) = match self.multitask {
+                Some(m) if k < heads => (
+                    m.tasks()[k].labels.as_slice(),
+                    m.tasks()[k].kind == TaskKind::Token,
+                ),
+                _ => (self.adapted[k - heads].1, false),
+            };
+            let row_len = labels.len() * if token { seq_len } else { 1 };
+            if probs.len() != row_len * texts.len() {
+                return Err(Error::Input(format!(
+                    "task {name}: {} probabilities read back, expected {} texts × {row_len}",
+                    probs.len(),
+                    texts.len()
+                )));
+            }
+            for (i, row) in probs.chunks(row_len.max(1)).enumerate() {
+                let output = match self.multitask {
+                    Some(m) if k < heads => {
+                        let spec = &m.tasks()[k];
+                        if token {
+                            let constraints = m.spec.decoding.constraints(&spec.labels);
+                            let words = word_predictions(
+                                row,
+                                &prepared[i].encoded.first_pieces,
+                                &constraints,
+                            );
+                            token_output(spec, texts[i], prepared[i], &words)
+                        } else {
+                            sentence_output(spec, row)
+                        }
+                    }
+                    _ => labelled_output(labels, row, None),
+                };
+                out[i].push(TaskAnswer {
+                    task: name.to_string(),
+                    output,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The three steps synchronously: every task's answer for each text, in batches of
+    /// `batch_size` texts of similar length (so little padding).
+    pub fn predict(
+        &self,
+        texts: &[&str],
+        prepared: &[PreparedText],
+        pad_id: u32,
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<Vec<Vec<TaskAnswer>>> {
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| prepared[i].encoded.encoding.ids.len());
+        let mut out: Vec<Vec<TaskAnswer>> = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(batch_size.max(1)) {
+            let batch: Vec<&PreparedText> = chunk.iter().map(|&i| &prepared[i]).collect();
+            let on_device = self.forward(&batch, pad_id, device)?;
+            let probs = on_device
+                .tasks
+                .into_iter()
+                .map(|t| {
+                    t.try_into_vec_as::<f32>()
+                        .map_err(Error::read_back("the predictions"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let chunk_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            let answers = self.decode(&chunk_texts, &batch, &probs, on_device.seq_len)?;
+            for (&i, a) in chunk.iter().zip(answers) {
+                out[i] = a;
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -275,18 +464,28 @@ mod tests {
             out_of_scope: Some("oos".into()),
             out_of_scope_threshold: None,
         };
-        let label = |spec: &TaskSpec, best| match sentence_output(spec, best) {
-            TaskOutput::Sentence { label, confidence } => (label, confidence),
+        // The best class and its probability: (2, 0.3), (2, 0.5) and (1, 0.9).
+        let (p03, p05, p09) = ([0.25, 0.2, 0.3], [0.2, 0.3, 0.5], [0.05, 0.9, 0.05]);
+        let label = |spec: &TaskSpec, row: &[f32]| match sentence_output(spec, row) {
+            TaskOutput::Sentence {
+                label,
+                confidence,
+                probabilities,
+            } => {
+                assert_eq!(probabilities.len(), 3);
+                assert_eq!(probabilities[1], ("oos".to_string(), row[1]));
+                (label, confidence)
+            }
             TaskOutput::Token { .. } => panic!("a sentence task gives a label"),
         };
-        assert_eq!(label(&spec, (2, 0.3)), ("weather".into(), 0.3));
+        assert_eq!(label(&spec, &p03), ("weather".into(), 0.3));
         spec.out_of_scope_threshold = Some(0.5);
-        assert_eq!(label(&spec, (2, 0.3)), ("oos".into(), 0.3));
-        assert_eq!(label(&spec, (2, 0.5)), ("weather".into(), 0.5));
-        assert_eq!(label(&spec, (1, 0.9)), ("oos".into(), 0.9));
+        assert_eq!(label(&spec, &p03), ("oos".into(), 0.3));
+        assert_eq!(label(&spec, &p05), ("weather".into(), 0.5));
+        assert_eq!(label(&spec, &p09), ("oos".into(), 0.9));
         // Without an out-of-scope class the threshold means nothing.
         spec.out_of_scope = None;
-        assert_eq!(label(&spec, (2, 0.3)), ("weather".into(), 0.3));
+        assert_eq!(label(&spec, &p03), ("weather".into(), 0.3));
     }
 
     #[test]
@@ -318,10 +517,10 @@ mod tests {
         );
     }
 
-    /// Decoding one text's probabilities on the host gives what the batched
-    /// [`predict`](crate::eval::predict::predict) gives, for both kinds of task.
+    /// The predictor (forward on the device, decode on the host), one text at a time and in
+    /// batches, gives what the batched evaluation [`predict`] gives, for both kinds of task.
     #[test]
-    fn decode_agrees_with_batched_prediction() {
+    fn predictor_agrees_with_batched_prediction() {
         let device = burn::tensor::Device::flex();
         device.seed(3);
         let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
@@ -344,43 +543,63 @@ mod tests {
             .map(|t| PreparedText::new(&tok, t).unwrap())
             .collect();
         let items: Vec<Encoded> = prepared.iter().map(|p| p.encoded.clone()).collect();
-        let batched =
-            crate::eval::predict::predict(&model, &items, &[0, 1], 2, tok.pad_id(), &device)
-                .unwrap();
+        let batched = predict(&model, &items, &[0, 1], 2, tok.pad_id(), &device).unwrap();
+        let predictor = Predictor::new(Some(&model));
+        assert_eq!(predictor.task_names(), ["sentiment", "tags"]);
+        let all = predictor
+            .predict(&texts, &prepared, tok.pad_id(), 2, &device)
+            .unwrap();
         for (i, (text, p)) in texts.iter().zip(&prepared).enumerate() {
-            let batch =
-                crate::data::features::collate(&[&p.encoded], tok.pad_id(), &device).unwrap();
-            let enc = model.bert.forward(batch.input);
+            let on_device = predictor.forward(&[p], tok.pad_id(), &device).unwrap();
+            let probs: Vec<Vec<f32>> = on_device
+                .tasks
+                .into_iter()
+                .map(|t| t.try_into_vec_as::<f32>().unwrap())
+                .collect();
+            let one = predictor
+                .decode(&[text], &[p], &probs, on_device.seq_len)
+                .unwrap()
+                .remove(0);
+            assert_eq!(one.len(), 2);
             for (task, batched) in batched.iter().enumerate() {
-                let probs: Vec<f32> = model
-                    .probabilities(task, &enc)
-                    .try_into_vec_as::<f32>()
-                    .unwrap();
-                let out = decode(&model, task, text, p, &probs);
                 let spec = &model.tasks()[task];
                 let expected = match batched {
-                    TaskPredictions::Sentence(s) => sentence_output(spec, s[i]),
-                    TaskPredictions::Token(t) => token_output(spec, text, p, &t[i]),
+                    TaskPredictions::Sentence(s) => spec.labels[s[i].0].clone(),
+                    TaskPredictions::Token(t) => {
+                        let TaskOutput::Token { tags, .. } = token_output(spec, text, p, &t[i])
+                        else {
+                            panic!("a token task gives tags")
+                        };
+                        tags.join(" ")
+                    }
                 };
-                match (&out, &expected) {
-                    (
-                        TaskOutput::Sentence { label, confidence },
-                        TaskOutput::Sentence {
-                            label: l2,
-                            confidence: c2,
-                        },
-                    ) => {
-                        assert_eq!(label, l2);
-                        assert!((confidence - c2).abs() < 1e-5, "{confidence} vs {c2}");
+                for answer in [&one[task], &all[i][task]] {
+                    assert_eq!(answer.task, spec.name);
+                    match (&answer.output, batched) {
+                        (
+                            TaskOutput::Sentence {
+                                label, confidence, ..
+                            },
+                            TaskPredictions::Sentence(s),
+                        ) => {
+                            assert_eq!(*label, expected);
+                            assert!((confidence - s[i].1).abs() < 1e-5, "{confidence} vs {s:?}");
+                        }
+                        (TaskOutput::Token { tags, .. }, TaskPredictions::Token(_)) => {
+                            assert_eq!(tags.join(" "), expected, "{text}");
+                            assert_eq!(tags.len(), p.word_spans.len());
+                        }
+                        _ => panic!("task {task}: kinds differ"),
                     }
-                    (TaskOutput::Token { tags, .. }, TaskOutput::Token { tags: t2, .. }) => {
-                        assert_eq!(tags, t2, "{text}");
-                        assert_eq!(tags.len(), p.word_spans.len());
-                    }
-                    _ => panic!("task {task}: kinds differ"),
                 }
             }
         }
+        // Probabilities of the wrong length are an error, not a panic.
+        let p = &prepared[0];
+        let e = predictor
+            .decode(&[texts[0]], &[p], &[vec![0.5], vec![]], 5)
+            .unwrap_err();
+        assert!(e.to_string().contains("task sentiment"), "{e}");
     }
 
     #[test]

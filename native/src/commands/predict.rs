@@ -1,6 +1,6 @@
 //! `core-train predict`: predictions for ad-hoc text, as JSON lines, from one of
-//! - `--model DIR` (a training run's `best/`): every task's prediction, the label and its
-//!   confidence for sentence tasks, the entities (type, character span, text, confidence)
+//! - `--model DIR` (a training run's `best/`): every task's prediction, the label, its
+//!   confidence and every label's probability for sentence tasks, the entities (type, character span, text, confidence)
 //!   for token tasks;
 //! - `--task FILE` (from `core-train adapt`): the adapted task's label, its confidence and
 //!   every label's probability;
@@ -11,19 +11,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use polytask_core::eval::predict::{PreparedText, sentence_output, token_output};
-use polytask_core::eval::predict::{TaskPredictions, predict};
+use polytask_core::eval::predict::{Predictor, PreparedText, TaskAnswer};
 use polytask_core::fewshot::adapt::FewShotModel;
 use polytask_core::io::task_file::{TaskMeta, load_task, read_task_meta};
 use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::{ModelFiles, SentenceEncoder, Tokenizer};
-use polytask_native::adaptation::inputs;
 use polytask_native::backend::{self, BackendChoice};
 use polytask_native::bundle::Bundle;
 use polytask_native::files::read;
 use polytask_native::input::input_texts;
 use polytask_native::{model_dir, run_dir};
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct PredictArgs {
@@ -56,22 +54,12 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     };
     let selected = backend::select(args.backend)?;
     let (saved, tokenizer, _) = run_dir::load(model_dir, &selected.device)?;
-    let preds = multitask_predictions(&saved.model, &tokenizer, &texts, &selected.device)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for (text, by_task) in texts.iter().zip(preds) {
-        writeln!(out, "{}", json!({"text": text, "tasks": by_task}))?;
-    }
-    Ok(())
+    let predictor = Predictor::new(Some(&saved.model));
+    write_answers(&predictor, &tokenizer, &texts, &selected.device)
 }
 
-/// Every task's prediction for each text, as a JSON object keyed by task name.
-fn multitask_predictions(
-    model: &MultiTaskModel,
-    tokenizer: &Tokenizer,
-    texts: &[String],
-    device: &Device,
-) -> Result<Vec<Value>> {
+/// Every text tokenized for prediction, with a note on stderr for each that was cut.
+fn prepare(tokenizer: &Tokenizer, texts: &[String]) -> Result<Vec<PreparedText>> {
     let mut prepared = Vec::with_capacity(texts.len());
     for (i, t) in texts.iter().enumerate() {
         let p = PreparedText::new(tokenizer, t)?;
@@ -84,23 +72,39 @@ fn multitask_predictions(
         }
         prepared.push(p);
     }
-    let items: Vec<_> = prepared.iter().map(|p| p.encoded.clone()).collect();
-    let tasks: Vec<usize> = (0..model.tasks().len()).collect();
-    let preds = predict(model, &items, &tasks, 32, tokenizer.pad_id(), device)?;
-    let mut out = Vec::with_capacity(texts.len());
-    for (i, text) in texts.iter().enumerate() {
-        let mut by_task = serde_json::Map::new();
-        for (&t, p) in tasks.iter().zip(&preds) {
-            let spec = &model.tasks()[t];
-            let output = match p {
-                TaskPredictions::Sentence(p) => sentence_output(spec, p[i]),
-                TaskPredictions::Token(p) => token_output(spec, text, &prepared[i], &p[i]),
-            };
-            by_task.insert(spec.name.clone(), serde_json::to_value(output)?);
+    Ok(prepared)
+}
+
+/// Every task's answer for each text, in batches of 32.
+fn answers(
+    predictor: &Predictor,
+    tokenizer: &Tokenizer,
+    texts: &[String],
+    device: &Device,
+) -> Result<Vec<Vec<TaskAnswer>>> {
+    let prepared = prepare(tokenizer, texts)?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    Ok(predictor.predict(&refs, &prepared, tokenizer.pad_id(), 32, device)?)
+}
+
+/// One JSON line per text: `{"text", "tasks": {task: answer}}`.
+fn write_answers(
+    predictor: &Predictor,
+    tokenizer: &Tokenizer,
+    texts: &[String],
+    device: &Device,
+) -> Result<()> {
+    let all = answers(predictor, tokenizer, texts, device)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (text, by_task) in texts.iter().zip(all) {
+        let mut tasks = serde_json::Map::new();
+        for a in by_task {
+            tasks.insert(a.task, serde_json::to_value(a.output)?);
         }
-        out.push(Value::Object(by_task));
+        writeln!(out, "{}", json!({"text": text, "tasks": tasks}))?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Loads a task file onto its base encoder (`model`, default all-MiniLM-L6-v2); a task
@@ -129,20 +133,8 @@ fn load_task_model(
     Ok((encoder, fewshot, meta))
 }
 
-/// A task's prediction from its class probabilities `p`: the label, its confidence and
-/// every label's probability.
-fn prediction_json(labels: &[String], p: &[f32]) -> serde_json::Value {
-    let (best, _) = polytask_core::eval::predict::argmax(p);
-    let all: serde_json::Map<String, serde_json::Value> = labels
-        .iter()
-        .zip(p)
-        .map(|(l, v)| (l.clone(), json!(v)))
-        .collect();
-    json!({"label": labels[best], "confidence": p[best], "probabilities": all})
-}
-
 /// `predict --task`: one JSON line per text with the label, its confidence and the
-/// probabilities of every label.
+/// probabilities of every label (the task's answer, with the text and the task's name).
 fn predict_task(
     task: &Path,
     model: Option<&Path>,
@@ -151,20 +143,15 @@ fn predict_task(
 ) -> Result<()> {
     let selected = backend::select(backend_choice)?;
     let (encoder, fewshot, meta) = load_task_model(task, model, &selected.device)?;
+    let predictor = Predictor::new(None).with_adapted(&meta.name, &meta.labels, &fewshot);
+    let all = answers(&predictor, &encoder.tokenizer, texts, &selected.device)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for chunk in texts.chunks(32) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        let probs: Vec<f32> = fewshot
-            .probabilities(inputs(&encoder, &refs, &selected.device)?)
-            .try_into_vec_as::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        for (text, p) in chunk.iter().zip(probs.chunks(meta.labels.len())) {
-            let mut line = prediction_json(&meta.labels, p);
-            line["text"] = json!(text);
-            line["task"] = json!(meta.name);
-            writeln!(out, "{line}")?;
-        }
+    for (text, mut by_task) in texts.iter().zip(all) {
+        let mut line = serde_json::to_value(by_task.remove(0).output)?;
+        line["text"] = json!(text);
+        line["task"] = json!(meta.name);
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }
@@ -209,36 +196,12 @@ fn predict_bundle(dir: &Path, texts: &[String], choice: BackendChoice) -> Result
         let (model, meta) = load_task(&encoder.model, &bundle.file(&file)?, &name(&file))?;
         adapted.push((model, meta));
     }
-    if multitask.is_none() && adapted.is_empty() {
+    let mut predictor = Predictor::new(multitask.as_ref());
+    for (model, meta) in &adapted {
+        predictor = predictor.with_adapted(&meta.name, &meta.labels, model);
+    }
+    if predictor.is_empty() {
         bail!("{}: the bundle holds no task to predict", dir.display());
     }
-    let mut per_text: Vec<serde_json::Map<String, serde_json::Value>> =
-        vec![serde_json::Map::new(); texts.len()];
-    if let Some(model) = &multitask {
-        let tok: &Tokenizer = &encoder.tokenizer;
-        for (i, v) in multitask_predictions(model, tok, texts, device)?
-            .into_iter()
-            .enumerate()
-        {
-            if let serde_json::Value::Object(m) = v {
-                per_text[i].extend(m);
-            }
-        }
-    }
-    for (model, meta) in &adapted {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let probs: Vec<f32> = model
-            .probabilities(inputs(&encoder, &refs, device)?)
-            .try_into_vec_as::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        for (i, p) in probs.chunks(meta.labels.len()).enumerate() {
-            per_text[i].insert(meta.name.clone(), prediction_json(&meta.labels, p));
-        }
-    }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for (text, tasks) in texts.iter().zip(per_text) {
-        writeln!(out, "{}", json!({"text": text, "tasks": tasks}))?;
-    }
-    Ok(())
+    write_answers(&predictor, &encoder.tokenizer, texts, device)
 }
