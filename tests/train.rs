@@ -666,3 +666,161 @@ test = "dev.jsonl"
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(names(&o), [vec!["Bob"], vec!["Paris", "Today"]]);
 }
+
+/// `core-train distill RECIPE --out OUT` on the CPU, logging every step.
+fn distill(recipe: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut c = core_train();
+    c.args([
+        "distill",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .args(["--backend", "cpu", "--log-every", "1"])
+    .args(extra);
+    c.output().unwrap()
+}
+
+/// `recipe` with a `[distill]` section appended, as `name`.
+fn distill_recipe(recipe: &Path, name: &str, section: &str) -> PathBuf {
+    let text = std::fs::read_to_string(recipe).unwrap();
+    let path = recipe.with_file_name(name);
+    std::fs::write(&path, format!("{text}\n[distill]\n{section}\n")).unwrap();
+    path
+}
+
+/// Deep → shallow: a 1-block student made of the teacher's block 1 (heads included),
+/// with soft targets, hidden states and attention maps matched. It is an ordinary
+/// checkpoint (`config.json` says 1 block; `eval`, `predict` and `export` take it), its
+/// run resumes exactly, and bad teachers and settings are refused before step 1.
+#[test]
+fn distills_a_shallow_student_and_refuses_bad_teachers() {
+    let (dir, recipe) = setup("");
+    let teacher = dir.path().join("teacher");
+    let o = train(&recipe, &teacher, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let good = r#"teacher = "teacher/best"
+student_layers = [1]
+temperature = 2.0
+alpha = 0.7
+hidden = [{ teacher = 2, student = 1 }]
+attention = [{ teacher = 2, student = 1, weight = 0.5 }]"#;
+    let r = distill_recipe(&recipe, "distill.toml", good);
+    let student = dir.path().join("student");
+    let o = distill(&r, &student, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("distilling from"), "{}", text(&o));
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(student.join("best/config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_hidden_layers"], 1);
+    // The loss falls, and the student is a model like any other.
+    let losses: Vec<f64> = std::fs::read_to_string(student.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|v| v.get("loss").and_then(Value::as_f64))
+        .collect();
+    let k = losses.len() / 4;
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    assert!(
+        mean(&losses[losses.len() - k..]) < 0.8 * mean(&losses[..k]),
+        "{losses:?}"
+    );
+    let scores = dev_scores(&student.join("best"));
+    assert!(
+        scores["sentiment"]["accuracy"].as_f64().unwrap() > 0.0,
+        "{scores}"
+    );
+    let o = run(&[
+        "predict",
+        "--model",
+        student.join("best").to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "the movie is great",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    export(&student.join("best"), &dir.path().join("bundle"));
+
+    // Exact resume, as `train`.
+    let part = dir.path().join("part");
+    let o = distill(&r, &part, &["--max-steps", "5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = distill(&r, &part, &["--max-steps", "10", "--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let whole: Vec<(u64, u32)> = step_losses(&student)
+        .into_iter()
+        .filter(|(s, _)| *s <= 10)
+        .collect();
+    assert_same_losses(&part, &whole, "distill --max-steps 5");
+
+    // A teacher whose label set differs, whose tokenizer differs, bad layer maps and T.
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(teacher.join("best")).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+        to
+    };
+    let relabelled = copy("relabelled");
+    let tasks = std::fs::read_to_string(relabelled.join("tasks.json")).unwrap();
+    std::fs::write(
+        relabelled.join("tasks.json"),
+        tasks.replace("\"positive\"", "\"upbeat\""),
+    )
+    .unwrap();
+    let retokenized = copy("retokenized");
+    let tok = std::fs::read_to_string(retokenized.join("tokenizer.json")).unwrap();
+    std::fs::write(
+        retokenized.join("tokenizer.json"),
+        tok.replace("\"the\":", "\"thee\":"),
+    )
+    .unwrap();
+    let cases = [
+        (
+            "teacher = \"relabelled\"".to_string(),
+            vec!["distill.teacher", "relabelled", "label #", "\"upbeat\""],
+        ),
+        (
+            "[distill.teachers]\nner = \"retokenized\"".to_string(),
+            vec!["distill.teachers.ner", "word piece #", "\"thee\""],
+        ),
+        (
+            good.replace("hidden = [{ teacher = 2", "hidden = [{ teacher = 3"),
+            vec!["distill.hidden[0].teacher = 3"],
+        ),
+        (
+            good.replace("student_layers = [1]", "student_layers = [2]"),
+            vec!["distill.student_layers", "block 2"],
+        ),
+        (
+            good.replace("temperature = 2.0", "temperature = 0"),
+            vec!["distill.temperature must be > 0, got 0"],
+        ),
+        (
+            "teacher = \"teacher/best\"\n[distill.teachers]\nbogus = \"teacher/best\"".to_string(),
+            vec!["distill.teachers.bogus"],
+        ),
+    ];
+    for (i, (section, wants)) in cases.iter().enumerate() {
+        let r = distill_recipe(&recipe, &format!("bad{i}.toml"), section);
+        let out = dir.path().join(format!("bad{i}"));
+        let o = distill(&r, &out, &[]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{section}: {t}");
+        for w in wants {
+            assert!(t.contains(w), "{section}: wants {w:?} in {t}");
+        }
+        assert!(
+            !out.exists(),
+            "{section}: nothing written before the checks pass"
+        );
+    }
+    // `train` refuses a distillation recipe, `distill` a plain one.
+    let o = train(&r, &dir.path().join("t"), &[]);
+    assert!(text(&o).contains("core-train distill"), "{}", text(&o));
+    let o = distill(&recipe, &dir.path().join("d"), &[]);
+    assert!(text(&o).contains("no [distill] section"), "{}", text(&o));
+}

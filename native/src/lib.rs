@@ -27,6 +27,7 @@ pub mod backend;
 pub mod bundle;
 pub mod corpus;
 pub mod data_fetch;
+pub mod distill;
 pub mod episode_data;
 pub mod evaluate;
 pub mod fetch;

@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use polytask_native::progress::Interrupted;
+use polytask_native::trainer::TrainArgs;
 
 use commands::{
-    adapt, bench, data, embed, eval, export, fetch_model, fewshot, meta, predict, train,
+    adapt, bench, data, distill, embed, eval, export, fetch_model, fewshot, meta, predict, train,
 };
 
 #[derive(Parser)]
@@ -38,7 +39,10 @@ enum Command {
     #[command(alias = "bench-encoder")]
     BenchTrain(bench::BenchArgs),
     /// Multi-task training from a recipe (recipes/*.toml); the default recipe without one.
-    Train(train::TrainArgs),
+    Train(TrainArgs),
+    /// Knowledge distillation: a recipe whose [distill] section names the teacher(s) (many
+    /// single-task runs into one multi-task student, or a deep model into a shallow one).
+    Distill(TrainArgs),
     /// Score a saved model on the dev or test split of its recipe's data.
     Eval(eval::EvalArgs),
     /// Predict every task of a saved model (--model), or an adapted task (--task), for
@@ -103,6 +107,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => embed::run(args),
         Command::BenchTrain(args) => bench::run(&args),
         Command::Train(args) => train::run(&args),
+        Command::Distill(args) => distill::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Predict(args) => predict::run(&args),
         Command::EvalFewshot(args) => fewshot::run(&args),

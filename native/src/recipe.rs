@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use polytask_core::Pooling;
 use polytask_core::data::sampler::TaskSampling;
+use polytask_core::train::distill::{DistillConfig, LayerMatch};
 use polytask_core::train::loss::LossWeighting;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,57 @@ pub struct Recipe {
     pub train: TrainSection,
     #[serde(rename = "task")]
     pub tasks: Vec<TaskSection>,
+    /// Knowledge distillation (`core-train distill`): the teachers and the loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillSection>,
+}
+
+/// `[distill]`: who teaches the student and how (`recipes/README.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillSection {
+    /// One teacher for every task: a saved model directory (a training run's `best/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<PathBuf>,
+    /// A teacher per task name (overrides `teacher` for that task).
+    #[serde(default)]
+    pub teachers: std::collections::BTreeMap<String, PathBuf>,
+    /// Softmax temperature of the soft targets.
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
+    /// Weight of the soft-target loss; 1 − alpha goes to the gold labels.
+    #[serde(default = "default_kd_alpha")]
+    pub alpha: f32,
+    /// The student is the (single) teacher with only these blocks (0-based), heads
+    /// included; without it, the student is `[model]` with fresh heads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub student_layers: Option<Vec<usize>>,
+    /// Hidden-state matches (MSE): `{ teacher = 6, student = 3, weight = 1.0 }`.
+    #[serde(default)]
+    pub hidden: Vec<LayerMatch>,
+    /// Attention-map matches (KL), by block.
+    #[serde(default)]
+    pub attention: Vec<LayerMatch>,
+}
+
+fn default_temperature() -> f32 {
+    2.0
+}
+
+fn default_kd_alpha() -> f32 {
+    0.5
+}
+
+impl DistillSection {
+    /// The loss settings, for core.
+    pub fn config(&self) -> DistillConfig {
+        DistillConfig {
+            temperature: self.temperature,
+            alpha: self.alpha,
+            hidden: self.hidden.clone(),
+            attention: self.attention.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -269,6 +321,13 @@ impl Recipe {
         {
             *p = base.join(&*p);
         }
+        if let Some(d) = &mut recipe.distill {
+            for p in d.teacher.iter_mut().chain(d.teachers.values_mut()) {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
         Ok(recipe)
     }
 
@@ -285,6 +344,28 @@ impl Recipe {
         let t = &self.train;
         if self.tasks.is_empty() {
             bail!("{file}: no [[task]]; a recipe trains at least one task");
+        }
+        if let Some(d) = &self.distill {
+            let names: Vec<&str> = self.tasks.iter().map(|t| t.name.as_str()).collect();
+            for task in d.teachers.keys() {
+                if !names.contains(&task.as_str()) {
+                    bail!(
+                        "{file}: distill.teachers.{task}: no task {task:?} (the tasks: {names:?})"
+                    );
+                }
+            }
+            if d.teacher.is_none() && d.teachers.is_empty() {
+                bail!(
+                    "{file}: [distill] names no teacher: give distill.teacher or distill.teachers"
+                );
+            }
+            let (temp, alpha) = (d.temperature, d.alpha);
+            if !(temp.is_finite() && temp > 0.0) {
+                bail!("{file}: distill.temperature must be > 0, got {temp}");
+            }
+            if !(0.0..=1.0).contains(&alpha) {
+                bail!("{file}: distill.alpha must be from 0 to 1, got {alpha}");
+            }
         }
         let positive = [
             ("train.batch_size", t.batch_size as f64),

@@ -28,21 +28,24 @@ use burn::tensor::Device;
 use indicatif::ProgressBar;
 use polytask_core::BertModel;
 use polytask_core::data::features::Encoded;
+use polytask_core::data::features::collate;
 use polytask_core::data::sampler::{BatchCursor, TaskSampler};
 use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::model::task::{TaskKind, TaskSpec, label_set, validate_tasks};
+use polytask_core::train::distill::distill_loss;
 use polytask_core::train::loss::LossWeighting;
 use polytask_core::train::optim::{AdamW, AdamWConfig, linear_schedule};
-use polytask_core::train::step::{StepReport, train_step};
+use polytask_core::train::step::{StepReport, apply_loss, train_step};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::backend::{self, BackendChoice};
 use crate::corpus::{self, DataArgs, EncodedSource, Source, encode_sources, load_sources};
+use crate::distill::Teachers;
 use crate::evaluate;
 use crate::model_dir;
 use crate::progress::{self, Interrupted};
-use crate::recipe::{DatasetName, Recipe};
+use crate::recipe::{self, DatasetName, Recipe};
 use crate::{output, run_dir};
 
 /// What `train` was asked besides the recipe.
@@ -61,6 +64,76 @@ pub struct TrainOptions {
     pub log_every: u64,
     /// When the process started (`wall_seconds_this_process` in `results.json`).
     pub started: Instant,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct TrainArgs {
+    /// Recipe file (default: the built-in default recipe, recipes/default.toml).
+    pub recipe: Option<PathBuf>,
+    /// Output directory (default: runs/NAME).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in OUT/last exactly where it stopped.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Stop after this many steps in all (saving OUT/last), e.g. to split a run in parts.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Override the recipe's train.epochs (e.g. a 1-epoch run of a full recipe on a CPU);
+    /// the checkpoint records the recipe as run.
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Override the recipe's train.seed (e.g. to measure the spread over seeds); the
+    /// checkpoint records the recipe as run.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Write a training line to metrics.jsonl every this many steps.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: u64,
+}
+
+impl TrainArgs {
+    /// The recipe with the command line's overrides, and the options of the run.
+    pub fn recipe_and_options(&self) -> Result<(Recipe, TrainOptions)> {
+        let args = self;
+        let started = Instant::now();
+        let mut recipe = match &args.recipe {
+            Some(path) => Recipe::load(path)?,
+            None => Recipe::parse(
+                recipe::DEFAULT_RECIPE,
+                "recipes/default.toml",
+                Path::new("."),
+            )?,
+        };
+        if let Some(epochs) = args.epochs {
+            if !(epochs.is_finite() && epochs > 0.0) {
+                bail!("--epochs must be > 0, got {epochs}");
+            }
+            recipe.train.epochs = epochs;
+        }
+        if let Some(seed) = args.seed {
+            recipe.train.seed = seed;
+        }
+        let recipe_file = args
+            .recipe
+            .as_ref()
+            .map_or("recipes/default.toml".into(), |p| p.display().to_string());
+        let options = TrainOptions {
+            recipe_file,
+            out: args.out.clone(),
+            resume: args.resume,
+            backend: args.backend,
+            data: args.data.clone(),
+            max_steps: args.max_steps,
+            log_every: args.log_every,
+            started,
+        };
+        Ok((recipe, options))
+    }
 }
 
 /// What survives a restart besides weights and optimizer.
@@ -141,6 +214,8 @@ pub struct Trainer {
     started: Instant,
     /// `None` only inside [`Trainer::step`], which hands it to the train step.
     model: Option<MultiTaskModel>,
+    /// `core-train distill`: the teachers, run on `base_device` each step.
+    teachers: Option<Teachers>,
     optimizer: AdamW,
     state: TrainState,
     bar: ProgressBar,
@@ -195,6 +270,25 @@ impl Trainer {
         let spec = build_spec(&recipe, &sources)?;
         let data = encode_sources(&sources, &spec, &tokenizer)?;
         let pad = tokenizer.pad_id();
+        let teachers = match &recipe.distill {
+            Some(d) => Some(Teachers::load(
+                d,
+                &recipe_file,
+                &spec,
+                &tokenizer,
+                recipe.model.max_len,
+                &base_device,
+            )?),
+            None => None,
+        };
+        // A student made of the teacher's blocks has the teacher's config, fewer blocks.
+        let (student, config_json) = match teachers.as_ref().map(Teachers::student_encoder) {
+            Some(made) => match made? {
+                Some((bert, config)) => (bert, config),
+                None => (encoder.model, config_json),
+            },
+            None => (encoder.model, config_json),
+        };
 
         let t = &recipe.train;
         let sizes: Vec<usize> = data.iter().map(|s| s.train.len()).collect();
@@ -225,11 +319,15 @@ impl Trainer {
                 &spec,
                 &data,
                 total_steps,
-                encoder.model,
+                student,
+                teachers.as_ref(),
                 &base_device,
                 &device,
             )?
         };
+        if let Some(t) = &teachers {
+            t.check(&model.valid(), &recipe_file)?;
+        }
         check_select_metric(&model.valid(), &data, &t.select_metric, pad, &base_device)
             .with_context(|| recipe_file.clone())?;
         // Every check passed: only now is anything written.
@@ -264,6 +362,7 @@ impl Trainer {
             log_every: options.log_every,
             started: options.started,
             model: Some(model),
+            teachers,
             optimizer,
             state,
             bar: ProgressBar::hidden(),
@@ -273,12 +372,14 @@ impl Trainer {
 
     /// A new run: the pretrained encoder with freshly initialised heads (seeded), a new
     /// optimizer, and sampler and cursors at their start.
+    #[allow(clippy::too_many_arguments)] // what a fresh run is made of, each used once
     fn start(
         recipe: &Recipe,
         spec: &MultiTaskSpec,
         data: &[EncodedSource],
         total_steps: u64,
         mut bert: BertModel,
+        teachers: Option<&Teachers>,
         base_device: &Device,
         device: &Device,
     ) -> Result<(MultiTaskModel, AdamW, TrainState)> {
@@ -288,7 +389,10 @@ impl Trainer {
         if recipe.model.casing {
             bert.add_casing(base_device);
         }
-        let model = MultiTaskModel::new(bert, spec.clone(), base_device)?;
+        let mut model = MultiTaskModel::new(bert, spec.clone(), base_device)?;
+        if let Some(t) = teachers {
+            t.copy_heads(&mut model);
+        }
         let optimizer = AdamW::new(AdamWConfig {
             weight_decay: t.weight_decay,
             max_grad_norm: (t.max_grad_norm > 0.0).then_some(t.max_grad_norm),
@@ -438,15 +542,34 @@ impl Trainer {
         );
         let step_start = Instant::now();
         let model = self.model.take().expect("a model between steps");
-        let (m, report) = train_step(
-            model,
-            &mut self.optimizer,
-            &items,
-            &self.data[s].tasks,
-            lr,
-            self.pad,
-            &self.device,
-        )?;
+        let tasks = &self.data[s].tasks;
+        let (m, report) = match &self.teachers {
+            None => train_step(
+                model,
+                &mut self.optimizer,
+                &items,
+                tasks,
+                lr,
+                self.pad,
+                &self.device,
+            )?,
+            Some(teachers) => {
+                let said = teachers.outputs(&items, tasks, self.pad, &self.base_device)?;
+                let batch = collate(&items, self.pad, &self.device)?;
+                let rows = batch.batch_size * batch.seq_len;
+                if self.session.train_s == 0.0 {
+                    for (k, &t) in tasks.iter().enumerate() {
+                        let rows = match self.spec.tasks[t].kind {
+                            TaskKind::Sentence => batch.batch_size,
+                            TaskKind::Token => rows,
+                        };
+                        teachers.check_outputs(&model, &tasks[k..=k], rows, &said)?;
+                    }
+                }
+                let loss = distill_loss(&model, &batch, tasks, &said, &teachers.config);
+                apply_loss(model, &mut self.optimizer, loss, lr)
+            }
+        };
         self.model = Some(m);
         let report = match report {
             Ok(r) => r,
@@ -623,6 +746,9 @@ impl Trainer {
     fn announce(&self) {
         let (spec, names) = (&self.spec, &self.names);
         eprintln!("backend: {}", self.backend);
+        if let Some(t) = &self.teachers {
+            eprintln!("{}", t.describe(names));
+        }
         for (s, src) in self.data.iter().enumerate() {
             let tasks: Vec<String> = src
                 .tasks

@@ -148,6 +148,16 @@ impl BertEmbeddings {
     }
 }
 
+/// What [`BertModel::forward_traced`] returns: the output and every intermediate state.
+#[derive(Debug, Clone)]
+pub struct TracedOutput {
+    pub output: EncoderOutput,
+    /// `num_layers + 1` states `[batch, seq, hidden]`: the embeddings', then each block's.
+    pub hidden: Vec<Tensor<3>>,
+    /// Each block's attention distributions `[batch, heads, seq, seq]` (when asked).
+    pub attentions: Vec<Tensor<4>>,
+}
+
 /// Multi-head scaled dot-product self-attention (HF `BertSelfAttention`).
 #[derive(Module, Debug)]
 pub struct BertSelfAttention {
@@ -187,8 +197,8 @@ impl BertSelfAttention {
         let scale = (self.head_dim as f64).sqrt().recip();
         let context = if autodiff {
             // Training: the explicit product, for attention dropout and the backward.
-            let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask_bias;
-            self.dropout.forward(softmax(scores, 3)).matmul(v)
+            let probs = softmax(q.matmul(k.swap_dims(2, 3)) * scale + mask_bias, 3);
+            self.dropout.forward(probs).matmul(v)
         } else {
             // Inference (no dropout off an autodiff device): the backend's fused attention;
             // on the CPU one tile per batch × head, scale + bias + softmax in one pass.
@@ -201,6 +211,24 @@ impl BertSelfAttention {
             attention(q, k, v, None, Some(bias), options)
         };
         context.swap_dims(1, 2).reshape([batch, seq, hidden])
+    }
+
+    /// [`forward`](Self::forward) that also returns the attention distributions
+    /// `[batch, heads, seq, seq]` (each query's softmax over the keys, before dropout), by
+    /// the explicit product on every device (distillation matches them).
+    pub fn forward_with_probs(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> (Tensor<3>, Tensor<4>) {
+        let [batch, seq, hidden] = x.dims();
+        let heads = |t: Tensor<3>| {
+            t.reshape([batch, seq, self.num_heads, self.head_dim])
+                .swap_dims(1, 2)
+        };
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x));
+        let scale = (self.head_dim as f64).sqrt().recip();
+        let probs = softmax(q.matmul(k.swap_dims(2, 3)) * scale + mask_bias, 3);
+        let context = self.dropout.forward(probs.clone()).matmul(v);
+        (context.swap_dims(1, 2).reshape([batch, seq, hidden]), probs)
     }
 }
 
@@ -319,6 +347,21 @@ impl BertLayer {
     /// `[batch, seq, hidden]` → `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let attended = self.attention.self_.forward(x.clone(), mask_bias);
+        self.feed_forward(attended, x)
+    }
+
+    /// [`forward`](Self::forward) and the block's attention distributions
+    /// `[batch, heads, seq, seq]`.
+    pub fn forward_with_probs(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> (Tensor<3>, Tensor<4>) {
+        let (attended, probs) = self
+            .attention
+            .self_
+            .forward_with_probs(x.clone(), mask_bias);
+        (self.feed_forward(attended, x), probs)
+    }
+
+    /// The rest of the block after self-attention.
+    fn feed_forward(&self, attended: Tensor<3>, x: Tensor<3>) -> Tensor<3> {
         let x = self.attention.output.forward(attended, x);
         let expanded = self.intermediate.forward(x.clone());
         self.output.forward(expanded, x)
@@ -418,6 +461,70 @@ impl BertModel {
             last_hidden_state: x,
             mask: states.mask,
         }
+    }
+
+    /// The encoder with every intermediate state (HF `output_hidden_states`): `hidden[0]`
+    /// is the embeddings' output and `hidden[i]` block `i`'s (1-based), each `[batch, seq,
+    /// hidden]`; with `attentions`, `attentions[i - 1]` is block `i`'s attention
+    /// distributions `[batch, heads, seq, seq]` (HF `output_attentions`).
+    pub fn forward_traced(&self, input: BertInput, attentions: bool) -> TracedOutput {
+        let mask = input.attention_mask.float();
+        let bias = attention_bias(mask.clone());
+        let mut x = self
+            .embeddings
+            .forward(input.input_ids, input.token_type_ids, input.shapes);
+        let mut hidden = vec![x.clone()];
+        let mut probs = Vec::new();
+        for layer in &self.encoder.layer {
+            if attentions {
+                let (y, p) = layer.forward_with_probs(x, bias.clone());
+                probs.push(p);
+                x = y;
+            } else {
+                x = layer.forward(x, bias.clone());
+            }
+            hidden.push(x.clone());
+        }
+        TracedOutput {
+            output: EncoderOutput {
+                last_hidden_state: x,
+                mask,
+            },
+            hidden,
+            attentions: probs,
+        }
+    }
+
+    /// The encoder with only the blocks `keep` (0-based, in that order): a shallower
+    /// student initialised from a deeper teacher (DistilBERT keeps every other block).
+    /// Each index must name a block and appear once.
+    pub fn keep_layers(mut self, keep: &[usize]) -> crate::error::Result<Self> {
+        let n = self.num_layers();
+        if keep.is_empty() {
+            return Err(crate::error::Error::Input(
+                "keep at least one block of the encoder".into(),
+            ));
+        }
+        for (i, &k) in keep.iter().enumerate() {
+            if k >= n {
+                return Err(crate::error::Error::Input(format!(
+                    "block {k}: the encoder has blocks 0 to {}",
+                    n - 1
+                )));
+            }
+            if keep[..i].contains(&k) {
+                return Err(crate::error::Error::Input(format!("block {k} named twice")));
+            }
+        }
+        let mut layers: Vec<Option<BertLayer>> = std::mem::take(&mut self.encoder.layer)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.encoder.layer = keep
+            .iter()
+            .map(|&k| layers[k].take().expect("each block once"))
+            .collect();
+        Ok(self)
     }
 
     /// Number of transformer blocks.
@@ -520,6 +627,49 @@ mod tests {
         let out = model.forward(input(&[&[1, 2, 3], &[4, 5, 6]], &device));
         assert_eq!(out.last_hidden_state.dims(), [2, 3, 16]);
         assert_eq!(model.hidden_size(), 16);
+    }
+
+    /// The traced forward gives the plain forward's output, one state per block plus the
+    /// embeddings', and attention rows that are distributions with nothing on padding;
+    /// a student keeping block 1 of 2 gives what that block gives on the teacher's embeddings.
+    #[test]
+    fn traced_forward_and_kept_layers() {
+        let device = device();
+        let model = BertConfig::tiny(50).init(&device);
+        let ids = input(&[&[7, 8, 9], &[1, 2]], &device);
+        let plain = model.forward(ids.clone());
+        let traced = model.forward_traced(ids.clone(), true);
+        let v = |t: Tensor<3>| t.try_into_vec_as::<f32>().unwrap();
+        assert!(
+            max_abs_diff(
+                &v(plain.last_hidden_state),
+                &v(traced.output.last_hidden_state)
+            ) < 1e-5
+        );
+        let layers = model.num_layers();
+        assert_eq!(traced.hidden.len(), layers + 1);
+        assert_eq!(traced.attentions.len(), layers);
+        let [b, heads, s, s2] = traced.attentions[0].dims();
+        assert_eq!((b, s, s2), (2, 3, 3));
+        let p: Vec<f32> = traced.attentions[0]
+            .clone()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        for row in p.chunks(3) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+        // Row 1 is [1, 2, pad]: no attention on the padded key.
+        let second = &p[heads * 9..];
+        assert!(second.chunks(3).all(|r| r[2] < 1e-6));
+        let student = model.clone().keep_layers(&[1]).unwrap();
+        assert_eq!(student.num_layers(), 1);
+        let bias = attention_bias(ids.attention_mask.clone().float());
+        let want = model.encoder.layer[1].forward(traced.hidden[0].clone(), bias);
+        let got = student.forward(ids).last_hidden_state;
+        assert!(max_abs_diff(&v(want), &v(got)) < 1e-5);
+        for bad in [&[][..], &[2], &[0, 0]] {
+            assert!(model.clone().keep_layers(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

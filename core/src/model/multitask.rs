@@ -17,7 +17,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::features::TrainBatch;
@@ -173,34 +173,52 @@ impl MultiTaskModel {
         }
     }
 
+    /// Logits of task `task` as rows: `[batch, labels]` for a sentence task, `[batch × seq,
+    /// labels]` for a token task (the rows [`task_targets`](Self::task_targets) labels).
+    pub fn task_logits(&self, task: usize, enc: &EncoderOutput) -> Tensor<2> {
+        match self.spec.tasks[task].kind {
+            TaskKind::Sentence => self.sentence_logits(task, enc),
+            TaskKind::Token => {
+                let logits = self.token_logits(task, enc);
+                let [b, s, c] = logits.dims();
+                logits.reshape([b * s, c])
+            }
+        }
+    }
+
+    /// The batch's targets for task `task`, one per row of [`task_logits`](Self::task_logits):
+    /// negative ([`crate::data::features::IGNORE`]) on padding and on word pieces after a
+    /// word's first. The batch must carry the task's kind of targets.
+    pub fn task_targets(&self, task: usize, batch: &TrainBatch) -> Tensor<1, Int> {
+        match self.spec.tasks[task].kind {
+            TaskKind::Sentence => batch
+                .sentence_targets
+                .clone()
+                .expect("a sentence task's batch carries sentence targets"),
+            TaskKind::Token => batch
+                .token_targets
+                .clone()
+                .expect("a token task's batch carries token targets"),
+        }
+    }
+
     /// The loss of one batch for the tasks `tasks` (one task, or a sentence and a token task
     /// of the same corpus). The batch must carry the targets of each.
     pub fn step_loss(&self, batch: &TrainBatch, tasks: &[usize]) -> StepLoss {
         let enc = self.bert.forward(batch.input.clone());
-        let mut per_task = Vec::with_capacity(tasks.len());
-        for &t in tasks {
-            let loss = match self.spec.tasks[t].kind {
-                TaskKind::Sentence => cross_entropy(
-                    self.sentence_logits(t, &enc),
-                    batch
-                        .sentence_targets
-                        .clone()
-                        .expect("a sentence task's batch carries sentence targets"),
-                ),
-                TaskKind::Token => {
-                    let logits = self.token_logits(t, &enc);
-                    let [b, s, c] = logits.dims();
-                    cross_entropy(
-                        logits.reshape([b * s, c]),
-                        batch
-                            .token_targets
-                            .clone()
-                            .expect("a token task's batch carries token targets"),
-                    )
-                }
-            };
-            per_task.push((t, loss));
-        }
+        let per_task = tasks
+            .iter()
+            .map(|&t| {
+                let loss = cross_entropy(self.task_logits(t, &enc), self.task_targets(t, batch));
+                (t, loss)
+            })
+            .collect();
+        self.joint(per_task)
+    }
+
+    /// The joint loss of per-task losses `(task, ℓ_t)`, weighted as the spec says
+    /// ([`joint_loss`]).
+    pub fn joint(&self, per_task: Vec<(usize, Tensor<1>)>) -> StepLoss {
         let terms = per_task
             .iter()
             .map(|(t, loss)| {

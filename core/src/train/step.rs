@@ -5,7 +5,7 @@ use burn::tensor::Device;
 
 use crate::data::features::{Encoded, collate};
 use crate::error::{Divergence, Result};
-use crate::model::multitask::MultiTaskModel;
+use crate::model::multitask::{MultiTaskModel, StepLoss};
 use crate::train::optim::{AdamW, StepStats};
 
 /// What one step did.
@@ -32,6 +32,18 @@ pub fn train_step(
 ) -> Result<(MultiTaskModel, std::result::Result<StepReport, Divergence>)> {
     let batch = collate(items, pad_id, device)?;
     let step = model.step_loss(&batch, tasks);
+    Ok(apply_loss(model, optimizer, step, lr))
+}
+
+/// Backward through a step's joint loss and an AdamW update (the end of [`train_step`], and
+/// of a distillation step). A non-finite loss leaves the model and the optimizer untouched
+/// and is returned as a [`Divergence`].
+pub fn apply_loss(
+    model: MultiTaskModel,
+    optimizer: &mut AdamW,
+    step: StepLoss,
+    lr: f64,
+) -> (MultiTaskModel, std::result::Result<StepReport, Divergence>) {
     let per_task: Vec<(usize, f32)> = step
         .per_task
         .iter()
@@ -45,18 +57,18 @@ pub fn train_step(
             loss,
             per_task,
         };
-        return Ok((model, Err(divergence)));
+        return (model, Err(divergence));
     }
     let grads = step.joint.backward();
     let (model, stats) = optimizer.step(model, grads, lr);
-    Ok((
+    (
         model,
         Ok(StepReport {
             loss,
             per_task,
             stats,
         }),
-    ))
+    )
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod adapt;
 pub mod bench;
 pub mod data;
+pub mod distill;
 pub mod embed;
 pub mod eval;
 pub mod export;
