@@ -720,6 +720,26 @@ attention = [{ teacher = 2, student = 1, weight = 0.5 }]"#;
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter_map(|v| v.get("loss").and_then(Value::as_f64))
         .collect();
+    // Each part of the loss is logged.
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(student.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let parts = first["parts"]
+        .as_object()
+        .expect("a distillation step logs its parts");
+    for key in [
+        "sentiment.gold",
+        "sentiment.soft",
+        "hidden.2-1",
+        "attention.2-1",
+    ] {
+        assert!(parts.contains_key(key), "{key} in {first}");
+    }
     let k = losses.len() / 4;
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     assert!(

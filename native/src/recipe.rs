@@ -297,6 +297,40 @@ fn yes() -> bool {
     true
 }
 
+/// A recipe's text with fields set from `FIELD=VALUE` overrides (`train.lr=1e-4`,
+/// `distill.student_layers=[0, 3]`): the value is read as TOML, or as a string when it is
+/// not TOML. Sections are made when missing; the result is checked as any recipe is.
+pub fn with_overrides(text: &str, overrides: &[String]) -> Result<String> {
+    if overrides.is_empty() {
+        return Ok(text.to_string());
+    }
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for o in overrides {
+        let Some((key, value)) = o.split_once('=') else {
+            bail!("--set {o}: expected FIELD=VALUE, e.g. distill.alpha=0.9");
+        };
+        let value = match toml::from_str::<toml::Table>(&format!("v = {}", value.trim())) {
+            Ok(mut t) => t.remove("v").expect("parsed"),
+            Err(_) => toml::Value::String(value.trim().to_string()),
+        };
+        let path: Vec<&str> = key.trim().split('.').collect();
+        if path.iter().any(|p| p.is_empty()) {
+            bail!("--set {o}: {key:?} is not a field name");
+        }
+        let (last, sections) = path.split_last().expect("split gives one part at least");
+        let mut table = &mut doc;
+        for part in sections {
+            table = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .with_context(|| format!("--set {o}: {part} is not a section"))?;
+        }
+        table.insert(last.to_string(), value);
+    }
+    Ok(toml::to_string(&doc)?)
+}
+
 impl Recipe {
     /// Parses and checks a recipe; `file` names it in errors. Relative paths are resolved
     /// against `base`.
@@ -333,8 +367,15 @@ impl Recipe {
 
     /// Reads a recipe file.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, &[])
+    }
+
+    /// Reads a recipe file and sets the fields `overrides` name ([`with_overrides`]).
+    pub fn load_with(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the recipe", path.display()))?;
+        let text =
+            with_overrides(&text, overrides).with_context(|| format!("{}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         Self::parse(&text, &path.display().to_string(), &base)
@@ -511,6 +552,32 @@ mod tests {
         }
         assert!(n >= 3, "expected the recipes in {}", dir.display());
         Recipe::parse(DEFAULT_RECIPE, "default", Path::new(".")).unwrap();
+    }
+
+    #[test]
+    fn overrides_set_fields_and_typos_are_still_refused() {
+        let text = "name = \"x\"\n[train]\nlr = 1e-3\n[[task]]\nname = \"a\"\ndataset = \"snips\"\ncolumn = \"intent\"\n";
+        let set = |o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            with_overrides(text, &o).and_then(|t| Recipe::parse(&t, "r.toml", Path::new(".")))
+        };
+        let r = set(&["train.lr=2e-4", "train.seed = 9", "model.pooling=cls"]).unwrap();
+        assert_eq!((r.train.lr, r.train.seed), (2e-4, 9));
+        assert_eq!(r.model.pooling, Pooling::Cls);
+        let r = set(&[
+            "distill.teacher=runs/t/best",
+            "distill.student_layers=[0, 3]",
+        ])
+        .unwrap();
+        let d = r.distill.unwrap();
+        assert_eq!(d.student_layers, Some(vec![0, 3]));
+        assert_eq!(d.teacher, Some(PathBuf::from("./runs/t/best")));
+        let e = set(&["train.learning_rate=1"]).unwrap_err().to_string();
+        assert!(e.contains("learning_rate"), "{e}");
+        let e = set(&["train.lr"]).unwrap_err().to_string();
+        assert!(e.contains("expected FIELD=VALUE"), "{e}");
+        let e = set(&["name.x=1"]).unwrap_err().to_string();
+        assert!(e.contains("name is not a section"), "{e}");
     }
 
     #[test]

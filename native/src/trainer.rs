@@ -91,6 +91,10 @@ pub struct TrainArgs {
     /// checkpoint records the recipe as run.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Set a recipe field, e.g. `--set distill.alpha=0.9` or `--set train.lr=1e-4` (a TOML
+    /// value; repeatable); the checkpoint records the recipe as run.
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub set: Vec<String>,
     /// Write a training line to metrics.jsonl every this many steps.
     #[arg(long, default_value_t = 10)]
     pub log_every: u64,
@@ -102,9 +106,9 @@ impl TrainArgs {
         let args = self;
         let started = Instant::now();
         let mut recipe = match &args.recipe {
-            Some(path) => Recipe::load(path)?,
+            Some(path) => Recipe::load_with(path, &args.set)?,
             None => Recipe::parse(
-                recipe::DEFAULT_RECIPE,
+                &recipe::with_overrides(recipe::DEFAULT_RECIPE, &args.set)?,
                 "recipes/default.toml",
                 Path::new("."),
             )?,
@@ -700,7 +704,22 @@ impl Trainer {
                     "lr": step.lr, "loss": step.report.loss, "task_loss": per_task,
                     "grad_norm": step.report.stats.grad_norm, "examples_per_s": step.examples_per_s,
                     "tokens_per_s": step.tokens_per_s,
-                }),
+                })
+                .as_object()
+                .cloned()
+                .map(|mut line| {
+                    if !step.report.parts.is_empty() {
+                        let parts: BTreeMap<&str, f32> = step
+                            .report
+                            .parts
+                            .iter()
+                            .map(|(n, l)| (n.as_str(), *l))
+                            .collect();
+                        line.insert("parts".into(), json!(parts));
+                    }
+                    Value::Object(line)
+                })
+                .expect("an object"),
             )?;
         }
         Ok(())

@@ -35,9 +35,14 @@ before(async () => {
   if (SKIP) return;
   assert.ok(fs.existsSync(path.join(DIST, 'index.html')), 'run `bash scripts/build-web.sh` first');
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'polytask-bundle-'));
-  const run = path.join(tmp, 'snips-small');
-  coreTrain(['train', 'tests/browser/fixtures/snips-small.toml', '--backend', 'cpu', '--out', run]);
-  const model = path.join(run, 'best');
+  // POLYTASK_TEACH_MODEL: bundle this trained model instead (with intent and slots tasks),
+  // e.g. to time a distilled student against its teacher in the page.
+  let model = process.env.POLYTASK_TEACH_MODEL && path.resolve(process.env.POLYTASK_TEACH_MODEL);
+  if (!model) {
+    const run = path.join(tmp, 'snips-small');
+    coreTrain(['train', 'tests/browser/fixtures/snips-small.toml', '--backend', 'cpu', '--out', run]);
+    model = path.join(run, 'best');
+  }
   const task = path.join(tmp, 'greetings.safetensors');
   coreTrain(['adapt', '--support', 'tests/browser/fixtures/greetings.jsonl', '--model', model,
     '--mode', 'head', '--steps', '10', '--head-lr', '1e-2', '--backend', 'cpu', '--out', task]);

@@ -95,6 +95,9 @@ pub struct StepLoss {
     pub joint: Tensor<1>,
     /// `(task index, loss)` of each task in the batch.
     pub per_task: Vec<(usize, Tensor<1>)>,
+    /// Named parts of the loss, for the log (distillation: each task's gold and soft
+    /// terms, the hidden-state and attention matches); empty for plain training.
+    pub parts: Vec<(String, Tensor<1>)>,
 }
 
 impl MultiTaskModel {
@@ -229,6 +232,7 @@ impl MultiTaskModel {
         StepLoss {
             joint: joint_loss(terms),
             per_task,
+            parts: Vec::new(),
         }
     }
 }

@@ -212,6 +212,7 @@ pub fn distill_loss(
         .bert
         .forward_traced(batch.input.clone(), !config.attention.is_empty());
     let enc = &traced.output;
+    let mut parts = Vec::new();
     let per_task = tasks
         .iter()
         .zip(&teacher.logits)
@@ -221,9 +222,12 @@ pub fn distill_loss(
             let mask = (student.tasks()[t].kind == crate::model::task::TaskKind::Token)
                 .then(|| targets.clone().greater_equal_elem(0).float());
             let hard = cross_entropy(logits.clone(), targets);
+            let name = &student.tasks()[t].name;
+            parts.push((format!("{name}.gold"), hard.clone()));
             let loss = match soft {
                 Some(z) => {
                     let soft = soft_target_loss(logits, z.clone(), config.temperature, mask);
+                    parts.push((format!("{name}.soft"), soft.clone()));
                     hard * (1.0 - config.alpha as f64) + soft * config.alpha as f64
                 }
                 None => hard,
@@ -238,6 +242,7 @@ pub fn distill_loss(
             teacher.hidden[m.teacher].clone(),
             enc.mask.clone(),
         );
+        parts.push((format!("hidden.{}-{}", m.teacher, m.student), term.clone()));
         step.joint = step.joint + term * m.weight as f64;
     }
     for m in &config.attention {
@@ -246,8 +251,13 @@ pub fn distill_loss(
             teacher.attentions[m.teacher - 1].clone(),
             enc.mask.clone(),
         );
+        parts.push((
+            format!("attention.{}-{}", m.teacher, m.student),
+            term.clone(),
+        ));
         step.joint = step.joint + term * m.weight as f64;
     }
+    step.parts = parts;
     step
 }
 

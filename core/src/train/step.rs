@@ -15,6 +15,8 @@ pub struct StepReport {
     pub loss: f32,
     /// `(task index, its loss)` for the tasks in the batch.
     pub per_task: Vec<(usize, f32)>,
+    /// The named parts of the loss ([`StepLoss::parts`]).
+    pub parts: Vec<(String, f32)>,
     pub stats: StepStats,
 }
 
@@ -50,6 +52,11 @@ pub fn apply_loss(
         .map(|(t, l)| (*t, l.clone().into_scalar::<f32>()))
         .collect();
     let loss = step.joint.clone().into_scalar::<f32>();
+    let parts: Vec<(String, f32)> = step
+        .parts
+        .iter()
+        .map(|(name, l)| (name.clone(), l.clone().into_scalar::<f32>()))
+        .collect();
     if !loss.is_finite() || per_task.iter().any(|(_, l)| !l.is_finite()) {
         let divergence = Divergence {
             what: "training".into(),
@@ -66,6 +73,7 @@ pub fn apply_loss(
         Ok(StepReport {
             loss,
             per_task,
+            parts,
             stats,
         }),
     )

@@ -42,6 +42,7 @@ pub fn run_default() -> Result<()> {
         epochs: None,
         seed: None,
         log_every: 10,
+        set: Vec::new(),
     };
     run(&args)
 }
