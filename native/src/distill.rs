@@ -15,9 +15,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use polytask_core::data::features::{Encoded, collate};
 use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
-use polytask_core::train::distill::{
-    DistillConfig, ModelShape, TeacherOutputs, check_outputs, teacher_outputs,
-};
+use polytask_core::train::distill::{DistillConfig, ModelShape, TeacherOutputs, teacher_outputs};
 use polytask_core::{BertModel, Tokenizer};
 
 use crate::recipe::DistillSection;
@@ -235,17 +233,6 @@ impl Teachers {
             }
         }
         Ok(out)
-    }
-
-    /// Checks one batch's teacher outputs against the student (the first step does).
-    pub fn check_outputs(
-        &self,
-        student: &MultiTaskModel,
-        tasks: &[usize],
-        rows: usize,
-        out: &TeacherOutputs,
-    ) -> Result<()> {
-        Ok(check_outputs(student, tasks, rows, out)?)
     }
 }
 

@@ -400,13 +400,9 @@ impl Recipe {
                     "{file}: [distill] names no teacher: give distill.teacher or distill.teachers"
                 );
             }
-            let (temp, alpha) = (d.temperature, d.alpha);
-            if !(temp.is_finite() && temp > 0.0) {
-                bail!("{file}: distill.temperature must be > 0, got {temp}");
-            }
-            if !(0.0..=1.0).contains(&alpha) {
-                bail!("{file}: distill.alpha must be from 0 to 1, got {alpha}");
-            }
+            d.config()
+                .check_values()
+                .map_err(|e| anyhow::anyhow!("{file}: distill.{e}"))?;
         }
         let positive = [
             ("train.batch_size", t.batch_size as f64),

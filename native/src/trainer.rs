@@ -32,7 +32,7 @@ use polytask_core::data::features::collate;
 use polytask_core::data::sampler::{BatchCursor, TaskSampler};
 use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::model::task::{TaskKind, TaskSpec, label_set, validate_tasks};
-use polytask_core::train::distill::distill_loss;
+use polytask_core::train::distill::{check_outputs, distill_loss};
 use polytask_core::train::loss::LossWeighting;
 use polytask_core::train::optim::{AdamW, AdamWConfig, linear_schedule};
 use polytask_core::train::step::{StepReport, apply_loss, train_step};
@@ -560,16 +560,7 @@ impl Trainer {
             Some(teachers) => {
                 let said = teachers.outputs(&items, tasks, self.pad, &self.base_device)?;
                 let batch = collate(&items, self.pad, &self.device)?;
-                let rows = batch.batch_size * batch.seq_len;
-                if self.session.train_s == 0.0 {
-                    for (k, &t) in tasks.iter().enumerate() {
-                        let rows = match self.spec.tasks[t].kind {
-                            TaskKind::Sentence => batch.batch_size,
-                            TaskKind::Token => rows,
-                        };
-                        teachers.check_outputs(&model, &tasks[k..=k], rows, &said)?;
-                    }
-                }
+                check_outputs(&model, &batch, tasks, &said)?;
                 let loss = distill_loss(&model, &batch, tasks, &said, &teachers.config);
                 apply_loss(model, &mut self.optimizer, loss, lr)
             }

@@ -187,23 +187,17 @@ impl BertSelfAttention {
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let [batch, seq, hidden] = x.dims();
         let autodiff = x.device().is_autodiff();
-        let heads = |t: Tensor<3>| {
-            t.reshape([batch, seq, self.num_heads, self.head_dim])
-                .swap_dims(1, 2)
-        };
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x));
-        let scale = (self.head_dim as f64).sqrt().recip();
+        let (q, k, v) = self.project(x);
         let context = if autodiff {
             // Training: the explicit product, for attention dropout and the backward.
-            let probs = softmax(q.matmul(k.swap_dims(2, 3)) * scale + mask_bias, 3);
-            self.dropout.forward(probs).matmul(v)
+            self.dropout
+                .forward(self.probabilities(q, k, mask_bias))
+                .matmul(v)
         } else {
             // Inference (no dropout off an autodiff device): the backend's fused attention;
             // on the CPU one tile per batch × head, scale + bias + softmax in one pass.
             let options = AttentionModuleOptions {
-                scale: Some(scale),
+                scale: Some(self.scale()),
                 softcap: None,
                 is_causal: false,
             };
@@ -218,17 +212,32 @@ impl BertSelfAttention {
     /// the explicit product on every device (distillation matches them).
     pub fn forward_with_probs(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> (Tensor<3>, Tensor<4>) {
         let [batch, seq, hidden] = x.dims();
+        let (q, k, v) = self.project(x);
+        let probs = self.probabilities(q, k, mask_bias);
+        let context = self.dropout.forward(probs.clone()).matmul(v);
+        (context.swap_dims(1, 2).reshape([batch, seq, hidden]), probs)
+    }
+
+    /// Queries, keys and values split into heads: `[batch, heads, seq, head_dim]` each.
+    fn project(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let [batch, seq, _] = x.dims();
         let heads = |t: Tensor<3>| {
             t.reshape([batch, seq, self.num_heads, self.head_dim])
                 .swap_dims(1, 2)
         };
         let q = heads(self.query.forward(x.clone()));
         let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x));
-        let scale = (self.head_dim as f64).sqrt().recip();
-        let probs = softmax(q.matmul(k.swap_dims(2, 3)) * scale + mask_bias, 3);
-        let context = self.dropout.forward(probs.clone()).matmul(v);
-        (context.swap_dims(1, 2).reshape([batch, seq, hidden]), probs)
+        (q, k, heads(self.value.forward(x)))
+    }
+
+    /// `1 / √head_dim`.
+    fn scale(&self) -> f64 {
+        (self.head_dim as f64).sqrt().recip()
+    }
+
+    /// Each query's softmax over the keys: `[batch, heads, seq, seq]`.
+    fn probabilities(&self, q: Tensor<4>, k: Tensor<4>, mask_bias: Tensor<4>) -> Tensor<4> {
+        softmax(q.matmul(k.swap_dims(2, 3)) * self.scale() + mask_bias, 3)
     }
 }
 

@@ -52,9 +52,9 @@ pub struct DistillConfig {
 }
 
 impl DistillConfig {
-    /// Checks the values against a teacher and a student with these numbers of blocks and
-    /// hidden sizes and attention heads; errors name the field and the value.
-    pub fn check(&self, teacher: ModelShape, student: ModelShape) -> Result<()> {
+    /// Checks the values that need no model: T > 0, 0 ≤ α ≤ 1, every match weight ≥ 0;
+    /// errors name the field and the value.
+    pub fn check_values(&self) -> Result<()> {
         let t = self.temperature;
         if !(t.is_finite() && t > 0.0) {
             return Err(Error::Input(format!("temperature must be > 0, got {t}")));
@@ -63,6 +63,24 @@ impl DistillConfig {
         if !(0.0..=1.0).contains(&a) {
             return Err(Error::Input(format!("alpha must be from 0 to 1, got {a}")));
         }
+        for (field, matches) in [("hidden", &self.hidden), ("attention", &self.attention)] {
+            for (i, m) in matches.iter().enumerate() {
+                if !(m.weight.is_finite() && m.weight >= 0.0) {
+                    return Err(Error::Input(format!(
+                        "{field}[{i}].weight must be ≥ 0, got {}",
+                        m.weight
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`check_values`](Self::check_values), and the layer map against a teacher and a
+    /// student with these numbers of blocks, hidden sizes and attention heads; errors name
+    /// the field and the value.
+    pub fn check(&self, teacher: ModelShape, student: ModelShape) -> Result<()> {
+        self.check_values()?;
         for (field, matches, first) in [
             ("hidden", &self.hidden, 0),
             ("attention", &self.attention, 1),
@@ -83,12 +101,6 @@ impl DistillConfig {
                             },
                         )));
                     }
-                }
-                if !(m.weight.is_finite() && m.weight >= 0.0) {
-                    return Err(Error::Input(format!(
-                        "{field}[{i}].weight must be ≥ 0, got {}",
-                        m.weight
-                    )));
                 }
             }
         }
@@ -291,16 +303,21 @@ pub fn teacher_outputs(
     }
 }
 
-/// Checks that the teacher's logits fit the student's `rows` rows of each task (same
-/// rows, same classes) before [`distill_loss`] combines them.
+/// Checks that the teacher's logits fit the student's rows of each of `tasks` on `batch`
+/// (as [`MultiTaskModel::task_logits`]: one per example for a sentence task, one per
+/// word piece for a token task; same classes) before [`distill_loss`] combines them.
 pub fn check_outputs(
     student: &MultiTaskModel,
+    batch: &TrainBatch,
     tasks: &[usize],
-    rows: usize,
     teacher: &TeacherOutputs,
 ) -> Result<()> {
     for (&t, z) in tasks.iter().zip(&teacher.logits) {
         if let Some(z) = z {
+            let rows = match student.tasks()[t].kind {
+                crate::model::task::TaskKind::Sentence => batch.batch_size,
+                crate::model::task::TaskKind::Token => batch.batch_size * batch.seq_len,
+            };
             let want = [rows, student.tasks()[t].num_labels()];
             if z.dims() != want {
                 return Err(Error::Input(format!(
@@ -503,17 +520,15 @@ mod tests {
         let teacher = teacher_outputs(&model, batch.input.clone(), &[Some(0), Some(1)], &config);
         assert_eq!(teacher.hidden.len(), layers + 1);
         assert_eq!(teacher.attentions.len(), layers);
-        check_outputs(
-            &model,
-            &[0, 1],
-            2,
-            &TeacherOutputs {
-                logits: vec![teacher.logits[0].clone(), None],
-                hidden: vec![],
-                attentions: vec![],
-            },
-        )
-        .unwrap();
+        check_outputs(&model, &batch, &[0, 1], &teacher).unwrap();
+        // The logits of one task given for another are refused.
+        let swapped = TeacherOutputs {
+            logits: vec![teacher.logits[1].clone(), teacher.logits[0].clone()],
+            hidden: vec![],
+            attentions: vec![],
+        };
+        let e = check_outputs(&model, &batch, &[0, 1], &swapped).unwrap_err();
+        assert!(e.to_string().contains("task sentiment"), "{e}");
         let step = distill_loss(&model, &batch, &[0, 1], &teacher, &config);
         assert!(scalar(step.joint).abs() < 1e-5);
         // With α = 0 it is the plain multi-task loss.
