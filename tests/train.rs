@@ -689,6 +689,87 @@ fn distill_recipe(recipe: &Path, name: &str, section: &str) -> PathBuf {
     path
 }
 
+/// `distill.cache`: the teachers' logits are computed once into the cache directory (one
+/// file per teacher and corpus), read by the next run, and the student learns as from the
+/// live teacher; a file there that is not the cache is refused by name and left as it is.
+#[test]
+fn caches_the_teachers_outputs_once() {
+    let (dir, recipe) = setup("");
+    let teacher = dir.path().join("teacher");
+    let o = train(&recipe, &teacher, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let live = "teacher = \"teacher/best\"\nalpha = 0.7\ntemperature = 2.0";
+    let losses = |out: &Path| -> Vec<f64> {
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter_map(|v| v.get("loss").and_then(Value::as_f64))
+            .collect()
+    };
+    let r = distill_recipe(&recipe, "live.toml", live);
+    let o = distill(&r, &dir.path().join("live"), &["--max-steps", "8"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let want = losses(&dir.path().join("live"));
+    assert_eq!(want.len(), 8);
+
+    let r = distill_recipe(
+        &recipe,
+        "cached.toml",
+        &format!("{live}\ncache = \"cache\""),
+    );
+    let cache = dir.path().join("cache");
+    let o = distill(&r, &dir.path().join("first"), &["--max-steps", "8"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert_eq!(t.matches("teacher outputs: computed").count(), 2, "{t}");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "one file per corpus: {files:?}");
+    let first = losses(&dir.path().join("first"));
+    for (step, (a, b)) in first.iter().zip(&want).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+            "step {}: {a} from the cache, {b} from the live teacher",
+            step + 1
+        );
+    }
+    // The next run reads the files and computes nothing.
+    let o = distill(&r, &dir.path().join("second"), &["--max-steps", "8"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert_eq!(t.matches("teacher outputs: read").count(), 2, "{t}");
+    assert!(!t.contains("teacher outputs: computed"), "{t}");
+    assert_eq!(losses(&dir.path().join("second")), first);
+
+    // A file at the cache's name that is not the cache is refused by name, untouched.
+    std::fs::write(&files[0], b"my own notes").unwrap();
+    let out = dir.path().join("third");
+    let o = distill(&r, &out, &["--max-steps", "2"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    let name = files[0].file_name().unwrap().to_str().unwrap();
+    assert!(t.contains(name) && t.contains("move it away"), "{t}");
+    assert_eq!(std::fs::read(&files[0]).unwrap(), b"my own notes");
+
+    // Intermediate matches need the live teacher.
+    let r = distill_recipe(
+        &recipe,
+        "states.toml",
+        &format!("{live}\ncache = \"cache\"\nhidden = [{{ teacher = 2, student = 2 }}]"),
+    );
+    let o = distill(&r, &dir.path().join("states"), &[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("distill.cache") && t.contains("distill.hidden"),
+        "{t}"
+    );
+}
+
 /// Deep → shallow: a 1-block student made of the teacher's block 1 (heads included),
 /// with soft targets, hidden states and attention maps matched. It is an ordinary
 /// checkpoint (`config.json` says 1 block; `eval`, `predict` and `export` take it), its

@@ -56,6 +56,10 @@ pub struct DistillSection {
     /// Attention-map matches (KL), by block.
     #[serde(default)]
     pub attention: Vec<LayerMatch>,
+    /// A directory where the teachers' logits on the training sentences are kept: computed
+    /// once, then read by every run with the same teachers and data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<PathBuf>,
 }
 
 fn default_temperature() -> f32 {
@@ -356,7 +360,12 @@ impl Recipe {
             *p = base.join(&*p);
         }
         if let Some(d) = &mut recipe.distill {
-            for p in d.teacher.iter_mut().chain(d.teachers.values_mut()) {
+            for p in d
+                .teacher
+                .iter_mut()
+                .chain(d.teachers.values_mut())
+                .chain(d.cache.iter_mut())
+            {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
@@ -403,6 +412,16 @@ impl Recipe {
             d.config()
                 .check_values()
                 .map_err(|e| anyhow::anyhow!("{file}: distill.{e}"))?;
+            if let Some(dir) = &d.cache
+                && d.config().needs_states()
+            {
+                bail!(
+                    "{file}: distill.cache = {}: the cache keeps the teachers' logits only, and \
+                     distill.hidden and distill.attention need the teacher's states on every \
+                     batch: remove distill.cache or the matches",
+                    dir.display()
+                );
+            }
         }
         let positive = [
             ("train.batch_size", t.batch_size as f64),

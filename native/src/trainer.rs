@@ -274,7 +274,7 @@ impl Trainer {
         let spec = build_spec(&recipe, &sources)?;
         let data = encode_sources(&sources, &spec, &tokenizer)?;
         let pad = tokenizer.pad_id();
-        let teachers = match &recipe.distill {
+        let mut teachers = match &recipe.distill {
             Some(d) => Some(Teachers::load(
                 d,
                 &recipe_file,
@@ -339,6 +339,14 @@ impl Trainer {
             .with_context(|| format!("{}: cannot create", out.display()))?;
 
         let names: Vec<String> = spec.tasks.iter().map(|t| t.name.clone()).collect();
+        if let (Some(teachers), Some(dir)) = (
+            teachers.as_mut(),
+            recipe.distill.as_ref().and_then(|d| d.cache.as_ref()),
+        ) {
+            teachers
+                .fill_cache(dir, &data, &names, t.eval_batch_size, pad, &base_device)
+                .with_context(|| format!("{recipe_file}: distill.cache"))?;
+        }
         let stop_at = options.max_steps.unwrap_or(u64::MAX).min(total_steps);
         Ok(Trainer {
             recipe_text,
@@ -558,7 +566,7 @@ impl Trainer {
                 &self.device,
             )?,
             Some(teachers) => {
-                let said = teachers.outputs(&items, tasks, self.pad, &self.base_device)?;
+                let said = teachers.outputs(s, &idx, &items, tasks, self.pad, &self.base_device)?;
                 let batch = collate(&items, self.pad, &self.device)?;
                 check_outputs(&model, &batch, tasks, &said)?;
                 let loss = distill_loss(&model, &batch, tasks, &said, &teachers.config);

@@ -6,24 +6,34 @@
 //! `best/`), or one per task (`distill.teachers`, e.g. the single-task runs: many teachers
 //! → one multi-task student); a directory that teaches several tasks is loaded and run
 //! once. `distill.student_layers` makes the student the teacher itself with fewer blocks
-//! (deep → shallow, DistilBERT's initialisation), heads included.
+//! (deep → shallow, DistilBERT's initialisation), heads included. `distill.cache` keeps
+//! the teachers' logits on the training sentences on disk ([`cache`]).
+
+pub mod cache;
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
 use polytask_core::data::features::{Encoded, collate};
+use polytask_core::error::Error;
 use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
+use polytask_core::model::task::TaskKind;
 use polytask_core::train::distill::{DistillConfig, ModelShape, TeacherOutputs, teacher_outputs};
 use polytask_core::{BertModel, Tokenizer};
 
+use crate::corpus::EncodedSource;
 use crate::recipe::DistillSection;
 use crate::run_dir;
+use cache::CachedTask;
 
 /// One loaded teacher.
 struct Teacher {
     dir: PathBuf,
+    /// `dir` resolved to the directory that holds the model files.
+    resolved: PathBuf,
     /// On the evaluation device, without autodiff or dropout.
     model: MultiTaskModel,
     config_json: String,
@@ -37,6 +47,9 @@ pub struct Teachers {
     /// learns from its gold labels only.
     by_task: Vec<Option<(usize, usize)>>,
     student_layers: Option<Vec<usize>>,
+    /// With `distill.cache`: per corpus, per task of the corpus, the teacher's logits on
+    /// its training examples (`None`: no teacher for that task).
+    cached: Option<Vec<Vec<Option<CachedTask>>>>,
 }
 
 impl Teachers {
@@ -121,6 +134,7 @@ impl Teachers {
             teachers,
             by_task,
             student_layers: section.student_layers.clone(),
+            cached: None,
         })
     }
 
@@ -195,21 +209,187 @@ impl Teachers {
         )
     }
 
-    /// The teachers' outputs for one batch of the student's `tasks`, on `device` (no
-    /// autodiff): each teacher needed runs once.
+    /// Computes the teachers' logits on every corpus's training examples once, or reads
+    /// them from the cache directory `dir` ([`cache`]); [`outputs`](Self::outputs) then
+    /// reads them instead of running the teachers. Refused with intermediate matches (the
+    /// cache keeps logits only).
+    pub fn fill_cache(
+        &mut self,
+        dir: &Path,
+        data: &[EncodedSource],
+        names: &[String],
+        batch_size: usize,
+        pad_id: u32,
+        device: &Device,
+    ) -> Result<()> {
+        if self.config.needs_states() {
+            bail!(
+                "distill.cache = {}: the cache keeps the teachers' logits only, and \
+                 distill.hidden and distill.attention need the teacher's states on every \
+                 batch: remove distill.cache or the matches",
+                dir.display()
+            );
+        }
+        if self.config.alpha == 0.0 {
+            eprintln!("note: distill.alpha is 0: the teachers' outputs are not used, nor cached");
+            return Ok(());
+        }
+        let mut cached: Vec<Vec<Option<CachedTask>>> = data
+            .iter()
+            .map(|src| src.tasks.iter().map(|_| None).collect())
+            .collect();
+        for (s, src) in data.iter().enumerate() {
+            for (k, teacher) in self.teachers.iter().enumerate() {
+                // The slots of this corpus's tasks that teacher k teaches.
+                let theirs: Vec<Option<usize>> = src
+                    .tasks
+                    .iter()
+                    .map(|&t| self.by_task[t].filter(|(j, _)| *j == k).map(|(_, i)| i))
+                    .collect();
+                if theirs.iter().all(Option::is_none) {
+                    continue;
+                }
+                let slots: Vec<(usize, usize, usize)> = theirs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(slot, i)| i.map(|i| (slot, src.tasks[slot], i)))
+                    .collect();
+                let fingerprint = cache::fingerprint(&teacher.resolved)?;
+                let key_tasks: Vec<(String, usize)> = slots
+                    .iter()
+                    .map(|&(_, t, i)| (names[t].clone(), i))
+                    .collect();
+                let key = cache::key(&fingerprint, &key_tasks, &src.train);
+                let path = cache::path(dir, &key);
+                let wanted: Vec<(String, TaskKind, usize)> = slots
+                    .iter()
+                    .map(|&(_, _, i)| {
+                        let task = &teacher.model.tasks()[i];
+                        (task.name.clone(), task.kind, task.labels.len())
+                    })
+                    .collect();
+                let what = format!(
+                    "{} on the {} training examples of {}",
+                    teacher.dir.display(),
+                    src.train.len(),
+                    key_tasks
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let tasks = match cache::read(&path, &key, &wanted, &src.train)? {
+                    Some(tasks) => {
+                        eprintln!("teacher outputs: read {} ({what})", path.display());
+                        tasks
+                    }
+                    None => {
+                        let started = Instant::now();
+                        let tasks =
+                            self.compute(teacher, &theirs, &src.train, batch_size, pad_id, device)?;
+                        let named: Vec<(&str, &CachedTask)> =
+                            wanted.iter().map(|w| w.0.as_str()).zip(&tasks).collect();
+                        cache::write(&path, &key, &named, &teacher.dir)?;
+                        eprintln!(
+                            "teacher outputs: computed {what} in {:.0} s, wrote {}",
+                            started.elapsed().as_secs_f64(),
+                            path.display()
+                        );
+                        tasks
+                    }
+                };
+                for (&(slot, _, _), task) in slots.iter().zip(tasks) {
+                    cached[s][slot] = Some(task);
+                }
+            }
+        }
+        self.cached = Some(cached);
+        Ok(())
+    }
+
+    /// One teacher's logits for the slots `theirs` over `examples`, in batches of similar
+    /// length.
+    fn compute(
+        &self,
+        teacher: &Teacher,
+        theirs: &[Option<usize>],
+        examples: &[Encoded],
+        batch_size: usize,
+        pad_id: u32,
+        device: &Device,
+    ) -> Result<Vec<CachedTask>> {
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        order.sort_by_key(|&i| examples[i].encoding.ids.len());
+        let mut rows: Vec<Vec<Vec<f32>>> = theirs
+            .iter()
+            .flatten()
+            .map(|_| vec![Vec::new(); examples.len()])
+            .collect();
+        let bar = crate::progress::steps_bar(examples.len() as u64, 0);
+        bar.set_message(format!("teacher outputs of {}", teacher.dir.display()));
+        for chunk in order.chunks(batch_size.max(1)) {
+            let items: Vec<&Encoded> = chunk.iter().map(|&i| &examples[i]).collect();
+            let batch = collate(&items, pad_id, device)?;
+            let said = teacher_outputs(&teacher.model, batch.input, theirs, &self.config);
+            for (z, (i, rows)) in said
+                .logits
+                .into_iter()
+                .flatten()
+                .zip(theirs.iter().flatten().zip(rows.iter_mut()))
+            {
+                let task = &teacher.model.tasks()[*i];
+                let values = z
+                    .try_into_vec_as::<f32>()
+                    .map_err(Error::read_back("the teacher's outputs"))?;
+                let kept =
+                    cache::keep_rows(task.kind, task.labels.len(), &values, &items, batch.seq_len);
+                for (&j, r) in chunk.iter().zip(kept) {
+                    rows[j] = r;
+                }
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(theirs
+            .iter()
+            .flatten()
+            .zip(rows)
+            .map(|(&i, rows)| {
+                let task = &teacher.model.tasks()[i];
+                CachedTask::new(task.kind, task.labels.len(), rows)
+            })
+            .collect())
+    }
+
+    /// The teachers' outputs for one batch of the student's `tasks`: the examples `idx` of
+    /// corpus `corpus` (`items`), on `device` (no autodiff). Read from the cache when there
+    /// is one; otherwise each teacher needed runs once.
     pub fn outputs(
         &self,
+        corpus: usize,
+        idx: &[usize],
         items: &[&Encoded],
         tasks: &[usize],
         pad_id: u32,
         device: &Device,
     ) -> Result<TeacherOutputs> {
-        let batch = collate(items, pad_id, device)?;
         let mut out = TeacherOutputs {
             logits: vec![None; tasks.len()],
             hidden: Vec::new(),
             attentions: Vec::new(),
         };
+        if let Some(cached) = &self.cached {
+            let seq_len = items
+                .iter()
+                .map(|e| e.encoding.ids.len())
+                .max()
+                .unwrap_or(0);
+            for (slot, c) in cached[corpus].iter().enumerate() {
+                out.logits[slot] = c.as_ref().map(|c| c.batch(idx, items, seq_len, device));
+            }
+            return Ok(out);
+        }
+        let batch = collate(items, pad_id, device)?;
         for (k, teacher) in self.teachers.iter().enumerate() {
             let theirs: Vec<Option<usize>> = tasks
                 .iter()
@@ -271,6 +451,7 @@ fn load_teacher(
         .with_context(|| format!("{}/config.json: cannot read", resolved.display()))?;
     Ok(Teacher {
         dir: dir.to_path_buf(),
+        resolved,
         model: saved.model.valid(),
         config_json,
     })
