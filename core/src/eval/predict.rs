@@ -523,16 +523,10 @@ mod tests {
     fn predictor_agrees_with_batched_prediction() {
         let device = burn::tensor::Device::flex();
         device.seed(3);
-        let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
-        let spec = crate::model::multitask::tests::two_task_spec(
+        let (tok, model) = crate::model::multitask::tests::tiny_two_task(
             crate::train::loss::LossWeighting::Static,
-        );
-        let model = MultiTaskModel::init(
-            &crate::model::config::BertConfig::tiny(tok.vocab_size()),
-            spec,
             &device,
-        )
-        .unwrap();
+        );
         let texts = [
             "the movie is unbelievable",
             "a new film , so great !",

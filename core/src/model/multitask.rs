@@ -375,13 +375,22 @@ pub(crate) mod tests {
         }
     }
 
+    /// The tiny tokenizer and a tiny model of [`two_task_spec`] (a sentence task and a
+    /// token task) on `device`, for the tests of every module that runs a model.
+    pub(crate) fn tiny_two_task(
+        weighting: LossWeighting,
+        device: &Device,
+    ) -> (Tokenizer, MultiTaskModel) {
+        let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
+        let config = BertConfig::tiny(tok.vocab_size());
+        let model = MultiTaskModel::init(&config, two_task_spec(weighting), device).unwrap();
+        (tok, model)
+    }
+
     #[test]
     fn shapes_of_both_heads() {
         let d = Device::flex();
-        let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
-        let config = BertConfig::tiny(tok.vocab_size());
-        let model =
-            MultiTaskModel::init(&config, two_task_spec(LossWeighting::Static), &d).unwrap();
+        let (tok, model) = tiny_two_task(LossWeighting::Static, &d);
         let a = Encoded::words(&tok, &["the", "movie"], Some(vec![0, 1]), Some(1)).unwrap();
         let batch = collate(&[&a, &a], tok.pad_id(), &d).unwrap();
         let enc = model.bert.forward(batch.input.clone());

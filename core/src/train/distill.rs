@@ -473,20 +473,12 @@ mod tests {
     #[test]
     fn a_student_equal_to_its_teacher_has_zero_loss() {
         use crate::data::features::{Encoded, collate};
-        use crate::data::tokenizer::Tokenizer;
-        use crate::data::tokenizer::tests::tiny_tokenizer_json;
         let d = Device::flex();
         d.seed(5);
-        let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
-        let spec = crate::model::multitask::tests::two_task_spec(
+        let (tok, model) = crate::model::multitask::tests::tiny_two_task(
             crate::train::loss::LossWeighting::Static,
-        );
-        let model = MultiTaskModel::init(
-            &crate::model::config::BertConfig::tiny(tok.vocab_size()),
-            spec,
             &d,
-        )
-        .unwrap();
+        );
         let items = [
             Encoded::words(
                 &tok,

@@ -86,7 +86,7 @@ mod tests {
     use crate::data::tokenizer::tests::tiny_tokenizer_json;
     use crate::eval::predict::{TaskPredictions, predict};
     use crate::model::config::BertConfig;
-    use crate::model::multitask::tests::two_task_spec;
+    use crate::model::multitask::tests::{tiny_two_task, two_task_spec};
     use crate::train::loss::LossWeighting;
     use crate::train::optim::AdamWConfig;
     use burn::module::Module;
@@ -109,13 +109,9 @@ mod tests {
     fn tiny_two_task_model_overfits_a_batch() {
         let device = Device::flex().autodiff();
         device.seed(1);
-        let tok = Tokenizer::from_json_bytes(tiny_tokenizer_json().as_bytes(), "t").unwrap();
-        let config = BertConfig::tiny(tok.vocab_size());
         for weighting in [LossWeighting::Static, LossWeighting::Uncertainty] {
-            let mut model = MultiTaskModel::init(&config, two_task_spec(weighting), &device)
-                .unwrap()
-                .fork(&device)
-                .train();
+            let (tok, model) = tiny_two_task(weighting, &device);
+            let mut model = model.fork(&device).train();
             let items = data(&tok);
             let refs: Vec<&Encoded> = items.iter().collect();
             let mut opt = AdamW::new(AdamWConfig::default());
