@@ -412,15 +412,9 @@ impl Recipe {
             d.config()
                 .check_values()
                 .map_err(|e| anyhow::anyhow!("{file}: distill.{e}"))?;
-            if let Some(dir) = &d.cache
-                && d.config().needs_states()
-            {
-                bail!(
-                    "{file}: distill.cache = {}: the cache keeps the teachers' logits only, and \
-                     distill.hidden and distill.attention need the teacher's states on every \
-                     batch: remove distill.cache or the matches",
-                    dir.display()
-                );
+            if let Some(dir) = &d.cache {
+                crate::distill::cache::check_config(&d.config(), dir)
+                    .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
             }
         }
         let positive = [

@@ -19,6 +19,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use polytask_core::data::features::Encoded;
 use polytask_core::io::safetensors;
 use polytask_core::model::task::TaskKind;
+use polytask_core::train::distill::DistillConfig;
 use sha2::{Digest, Sha256};
 
 use crate::files;
@@ -129,6 +130,20 @@ impl CachedTask {
         };
         Tensor::from_data(TensorData::new(values, [n, l]), device)
     }
+}
+
+/// The cache keeps logits only: refused with hidden or attention matches, which need the
+/// teacher's states on every batch. The error names the fields.
+pub fn check_config(config: &DistillConfig, dir: &Path) -> Result<()> {
+    if config.needs_states() {
+        bail!(
+            "distill.cache = {}: the cache keeps the teachers' logits only, and \
+             distill.hidden and distill.attention need the teacher's states on every \
+             batch: remove distill.cache or the matches",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// The sha256 of a saved model's files that decide its outputs (in `dir`, resolved).

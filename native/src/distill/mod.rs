@@ -222,14 +222,7 @@ impl Teachers {
         pad_id: u32,
         device: &Device,
     ) -> Result<()> {
-        if self.config.needs_states() {
-            bail!(
-                "distill.cache = {}: the cache keeps the teachers' logits only, and \
-                 distill.hidden and distill.attention need the teacher's states on every \
-                 batch: remove distill.cache or the matches",
-                dir.display()
-            );
-        }
+        cache::check_config(&self.config, dir)?;
         if self.config.alpha == 0.0 {
             eprintln!("note: distill.alpha is 0: the teachers' outputs are not used, nor cached");
             return Ok(());
@@ -238,14 +231,15 @@ impl Teachers {
             .iter()
             .map(|src| src.tasks.iter().map(|_| None).collect())
             .collect();
+        // Each teacher's files are read and hashed once, whatever the number of corpora.
+        let fingerprints: Vec<Vec<u8>> = self
+            .teachers
+            .iter()
+            .map(|t| cache::fingerprint(&t.resolved))
+            .collect::<Result<_>>()?;
         for (s, src) in data.iter().enumerate() {
             for (k, teacher) in self.teachers.iter().enumerate() {
-                // The slots of this corpus's tasks that teacher k teaches.
-                let theirs: Vec<Option<usize>> = src
-                    .tasks
-                    .iter()
-                    .map(|&t| self.by_task[t].filter(|(j, _)| *j == k).map(|(_, i)| i))
-                    .collect();
+                let theirs = self.taught_by(k, &src.tasks);
                 if theirs.iter().all(Option::is_none) {
                     continue;
                 }
@@ -254,12 +248,11 @@ impl Teachers {
                     .enumerate()
                     .filter_map(|(slot, i)| i.map(|i| (slot, src.tasks[slot], i)))
                     .collect();
-                let fingerprint = cache::fingerprint(&teacher.resolved)?;
                 let key_tasks: Vec<(String, usize)> = slots
                     .iter()
                     .map(|&(_, t, i)| (names[t].clone(), i))
                     .collect();
-                let key = cache::key(&fingerprint, &key_tasks, &src.train);
+                let key = cache::key(&fingerprints[k], &key_tasks, &src.train);
                 let path = cache::path(dir, &key);
                 let wanted: Vec<(String, TaskKind, usize)> = slots
                     .iter()
@@ -305,6 +298,15 @@ impl Teachers {
         }
         self.cached = Some(cached);
         Ok(())
+    }
+
+    /// For each of the student's `tasks`, teacher `k`'s index of that task when `k` teaches
+    /// it (`None`: another teacher or none).
+    fn taught_by(&self, k: usize, tasks: &[usize]) -> Vec<Option<usize>> {
+        tasks
+            .iter()
+            .map(|&t| self.by_task[t].filter(|(j, _)| *j == k).map(|(_, i)| i))
+            .collect()
     }
 
     /// One teacher's logits for the slots `theirs` over `examples`, in batches of similar
@@ -391,10 +393,7 @@ impl Teachers {
         }
         let batch = collate(items, pad_id, device)?;
         for (k, teacher) in self.teachers.iter().enumerate() {
-            let theirs: Vec<Option<usize>> = tasks
-                .iter()
-                .map(|&t| self.by_task[t].filter(|(j, _)| *j == k).map(|(_, i)| i))
-                .collect();
+            let theirs = self.taught_by(k, tasks);
             let states = self.config.needs_states();
             // With alpha 0 and no intermediate match nothing of the teacher is used.
             let soft = self.config.alpha > 0.0 && theirs.iter().any(Option::is_some);
