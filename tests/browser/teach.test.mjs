@@ -148,13 +148,54 @@ for (const mode of ['webgpu', 'cpu']) {
       // all their kernels on the CPU (about 10 minutes here), so on WebGPU the test adapts
       // the head (about 2 minutes); adapters are taught on the CPU backend.
       const adaptMode = mode === 'webgpu' ? 'head' : 'adapters';
-      await b.page.selectOption('#mode', adaptMode);
       await b.page.fill('#steps', '10');
+      if (mode === 'cpu') {
+        // The head alone first (timed; the adapters' task then takes its place).
+        await b.page.selectOption('#mode', 'head');
+        t0 = Date.now();
+        await b.page.click('#adapt');
+        await b.page.waitForFunction(() => document.querySelector('#adapt-time').textContent !== ''
+          || document.querySelector('#teach-msg').textContent !== '');
+        timings.adapt_5way_5shot_head_s = (Date.now() - t0) / 1000;
+        timings.adapt_head_reported = await b.page.textContent('#adapt-time');
+        assert.equal(await b.page.textContent('#teach-msg'), '', `errors: ${b.errors.join('\n')}`);
+      }
+      await b.page.selectOption('#mode', adaptMode);
+      // The model works in a worker: the page's thread must never be blocked for more than
+      // 50 ms while it adapts. Long tasks are watched from before the click to the end; a
+      // deliberate 120 ms task in the middle proves that the watch sees what it should.
+      await b.page.evaluate(() => {
+        window.longTasks = [];
+        new PerformanceObserver((list) => {
+          for (const e of list.getEntries()) window.longTasks.push({ start: e.startTime, duration: e.duration });
+        }).observe({ type: 'longtask' });
+      });
+      const watchFrom = await b.page.evaluate(() => performance.now());
       t0 = Date.now();
       await b.page.click('#adapt');
+      await b.page.waitForFunction(() => document.querySelector('#adapt-progress').value >= 2
+        || document.querySelector('#teach-msg').textContent !== '', null, { timeout: 1_200_000 });
+      const blocked = await b.page.evaluate(() => new Promise((resolve) => setTimeout(() => {
+        const start = performance.now();
+        while (performance.now() - start < 120);
+        resolve({ start, end: performance.now(), step: document.querySelector('#adapt-progress').value });
+      }, 0)));
       await b.page.waitForFunction(() => document.querySelector('#adapt-time').textContent !== ''
         || document.querySelector('#teach-msg').textContent !== '', null, { timeout: 1_200_000 });
       timings[`adapt_5way_5shot_${adaptMode}_s`] = (Date.now() - t0) / 1000;
+      // Long-task entries arrive after their task: give the observer a moment.
+      await b.page.waitForTimeout(200);
+      const longTasks = await b.page.evaluate((from) => window.longTasks.filter((t) => t.start + t.duration >= from), watchFrom);
+      const deliberate = longTasks.filter((t) => t.start <= blocked.end && t.start + t.duration >= blocked.start);
+      assert.ok(blocked.step < 10, `the deliberate task ran after the adaptation (step ${blocked.step})`);
+      assert.equal(deliberate.length, 1, `the observer missed the deliberate 120 ms task: ${JSON.stringify(longTasks)}`);
+      assert.ok(deliberate[0].duration >= 100, JSON.stringify(deliberate));
+      const others = longTasks.filter((t) => t !== deliberate[0]);
+      // The aim is none over 50 ms; 50–63 ms tasks still occur now and then (README,
+      // "In the browser"), so the test holds the line at 100 ms: a step on the page's
+      // thread, as before the worker, takes 250 ms or more.
+      assert.deepEqual(others.filter((t) => t.duration > 100), [], 'main-thread tasks over 100 ms while adapting');
+      timings.longest_other_main_thread_task_ms = Math.max(0, ...others.map((t) => t.duration));
       timings.adapt_reported = await b.page.textContent('#adapt-time');
       assert.equal(await b.page.textContent('#teach-msg'), '', `errors: ${b.errors.join('\n')}`);
       const held = await b.page.textContent('#heldout-result');
@@ -168,6 +209,26 @@ for (const mode of ['webgpu', 'cpu']) {
       const before = (await predictions(b.page, 'book a flight to berlin for next monday', '#classify', '#classify-text'))
         .find((x) => x.task === 'travel');
       assert.equal(before.label, 'flight');
+
+      if (mode === 'cpu') {
+        // Cancel stops an adaptation within one step, and adds no task.
+        await b.page.fill('#task-name', 'never-finished');
+        await b.page.fill('#steps', '200');
+        await b.page.click('#adapt');
+        await b.page.waitForFunction(() => document.querySelector('#adapt-progress').value >= 2);
+        const atClick = Number(await b.page.getAttribute('#adapt-progress', 'value'));
+        const c0 = Date.now();
+        await b.page.click('#cancel');
+        await b.page.waitForFunction(() => document.querySelector('#teach-msg').textContent.startsWith('Cancelled'));
+        timings.cancel_s = (Date.now() - c0) / 1000;
+        const stopped = Number((await b.page.textContent('#teach-msg')).match(/Cancelled after (\d+) of 200 steps/)[1]);
+        // At most the step under way at the click and one whose progress was still on its
+        // way to the page then.
+        assert.ok(stopped >= atClick && stopped <= atClick + 2, `cancelled at step ${stopped}, clicked at ${atClick}`);
+        assert.equal(await b.page.isEnabled('#adapt'), true);
+        const tasks = (await predictions(b.page, 'book a flight to berlin')).map((x) => x.task);
+        assert.ok(!tasks.includes('never-finished') && tasks.includes('travel'), JSON.stringify(tasks));
+      }
       const [download] = await Promise.all([b.page.waitForEvent('download'), b.page.click('#save')]);
       const saved = path.join(os.tmpdir(), `polytask-task-${mode}.safetensors`);
       await download.saveAs(saved);
@@ -186,6 +247,24 @@ for (const mode of ['webgpu', 'cpu']) {
       const after = (await predictions(b.page, 'book a flight to berlin for next monday', '#classify', '#classify-text'))
         .find((x) => x.task === 'travel');
       assert.deepEqual(after, before);
+      // The task library holds one "travel" (each new one replaced the one before); renamed,
+      // the model predicts under the new name; deleted, it is gone, also after a reload.
+      const listed = () => b.page.$$eval('#task-list .task', (els) => els.map((e) => e.dataset.name));
+      const tried = async (s) => (await predictions(b.page, s)).map((x) => x.task).sort();
+      assert.deepEqual(await listed(), ['travel']);
+      await b.page.fill('#task-list .task[data-name="travel"] .rename-to', 'trips');
+      await b.page.click('#task-list .task[data-name="travel"] .rename');
+      await b.page.waitForFunction(() => document.querySelector('#library-msg').textContent.startsWith('renamed'));
+      assert.deepEqual(await listed(), ['trips']);
+      assert.deepEqual(await tried('a flight to rome'), ['greetings', 'intent', 'slots', 'trips']);
+      await b.page.click('#task-list .task[data-name="trips"] .delete');
+      await b.page.waitForFunction(() => document.querySelector('#library-msg').textContent.startsWith('deleted'));
+      assert.deepEqual(await listed(), []);
+      assert.deepEqual(await tried('a train to rome'), ['greetings', 'intent', 'slots']);
+      await b.page.reload();
+      assert.equal(await ready(b.page), 'ready');
+      assert.deepEqual(await listed(), []);
+      assert.equal(await b.page.textContent('#teach-msg'), '');
       console.log(`# ${mode} timings: ${JSON.stringify(timings)}`);
       assert.deepEqual(b.errors, []);
     } finally {
@@ -193,6 +272,39 @@ for (const mode of ['webgpu', 'cpu']) {
     }
   });
 }
+
+test('the task library: the old page\'s task moves in; a full storage loses nothing', { skip: SKIP, timeout: 600_000 }, async () => {
+  const b = await launch('cpu');
+  try {
+    await b.page.goto(site.url);
+    assert.equal(await ready(b.page), 'ready');
+    // What the page before the library kept: one task file, base64, in localStorage.
+    const file = fs.readFileSync(path.join(DIST, 'bundle', 'tasks', 'greetings.safetensors')).toString('base64');
+    await b.page.evaluate((f) => localStorage.setItem('polytask-task', f), file);
+    await b.page.reload();
+    assert.equal(await ready(b.page), 'ready');
+    assert.match(await b.page.textContent('#teach-msg'), /restored task "greetings" \(\d+ labels\) from the last visit/);
+    const listed = () => b.page.$$eval('#task-list .task', (els) => els.map((e) => e.dataset.name));
+    assert.deepEqual(await listed(), ['greetings']);
+    assert.equal(await b.page.evaluate(() => localStorage.getItem('polytask-task')), null);
+    // A full storage: the task is taught and usable, the page says it was not kept, and
+    // the library is as it was.
+    await b.page.evaluate(() => {
+      IDBObjectStore.prototype.put = function () { throw new DOMException('quota', 'QuotaExceededError'); };
+    });
+    await b.page.click('button.example[data-task="travel"]');
+    await b.page.fill('#task-name', 'too-much');
+    await b.page.fill('#steps', '2');
+    await b.page.click('#adapt');
+    await b.page.waitForFunction(() => document.querySelector('#teach-msg').textContent !== '');
+    assert.match(await b.page.textContent('#teach-msg'),
+      /Adapted, but not kept in the task library: this browser's storage for the page is full: download it to keep it\./);
+    assert.deepEqual(await listed(), ['greetings']);
+    assert.deepEqual(b.errors, []);
+  } finally {
+    await b.close();
+  }
+});
 
 test('a bundle that fails its checksum is reported in the page', { skip: SKIP, timeout: 300_000 }, async () => {
   const b = await launch('cpu');
@@ -209,22 +321,14 @@ test('a WebGPU device lost mid-run: the page says so and goes on on the CPU', { 
   const b = await launch('webgpu');
   b.page.setDefaultTimeout(600_000);
   try {
-    // Keep a handle on every device the page creates, to lose it at will.
-    await b.page.addInitScript(() => {
-      const requestDevice = GPUAdapter.prototype.requestDevice;
-      GPUAdapter.prototype.requestDevice = async function (d) {
-        const device = await requestDevice.call(this, d);
-        (window.testDevices ??= []).push(device);
-        return device;
-      };
-    });
     await b.page.goto(`${site.url}?backend=webgpu`);
     assert.equal(await ready(b.page), 'ready');
     assert.equal(await b.page.getAttribute('#backend', 'data-backend'), 'webgpu');
     // Lost while a prediction is under way.
     await b.page.fill('#try-text', SENTENCES[0]);
     await b.page.click('#try-btn');
-    await b.page.evaluate(() => window.testDevices.forEach((d) => d.destroy()));
+    // The worker owns the devices: the page asks it to destroy them.
+    await b.page.evaluate(() => window.polytaskLoseDevice());
     await b.page.waitForFunction(() => document.querySelector('#backend')?.dataset.backend === 'cpu');
     assert.equal(await ready(b.page), 'ready');
     assert.match(await b.page.textContent('#backend'),

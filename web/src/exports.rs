@@ -1,4 +1,5 @@
-//! Functions exported to JavaScript (`window.wasmBindings`, set by the loader in www/index.html), used by the
+//! Functions exported to JavaScript (`window.wasmBindings`, set by the loader in
+//! www/index.html, and `window.polytaskLoseDevice`), used by the
 //! browser tests to check that the core behaves in wasm exactly as it does natively.
 
 use polytask_core::Tokenizer;
@@ -19,4 +20,20 @@ pub fn tokenize(tokenizer_json: &str, texts_json: &str, max_len: usize) -> Resul
         })
         .collect::<Result<Vec<_>, polytask_core::Error>>()?;
     Ok(serde_json::to_string(&out)?)
+}
+
+/// `window.polytaskLoseDevice()`: destroys the model worker's WebGPU devices, as when a GPU
+/// goes away (the browser tests' way to lose one; the worker owns the devices, so a test
+/// cannot reach them from the page).
+pub fn expose_lose_device(model: crate::app::Model) {
+    let f = Closure::<dyn Fn()>::new(move || {
+        if let Ok(engine) = model.engine() {
+            wasm_bindgen_futures::spawn_local(async move { engine.lose_device().await });
+        }
+    });
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"polytaskLoseDevice".into(), f.as_ref());
+    }
+    // The page lives as long as the function.
+    f.forget();
 }

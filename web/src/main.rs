@@ -1,20 +1,27 @@
 //! Polytask in the browser: a Leptos CSR app on the same core as the native binary.
 //!
-//! The page brings up a burn device (WebGPU on a hardware adapter, else the CPU backend
-//! compiled to wasm; the user can switch, and `?backend=webgpu|cpu` chooses at load), loads
-//! a model bundle (`core-train export`, served beside the page under `bundle/`, or
-//! `?bundle=PATH`) with a progress bar and checksums, and then:
+//! The page renders; a Web Worker owns the model (the same wasm module, sent over by the
+//! page: `main` sees which of the two it runs in). The worker brings up a burn device
+//! (WebGPU on a hardware adapter, else the CPU backend compiled to wasm with SIMD; the
+//! user can switch, and `?backend=webgpu|cpu` chooses at load), loads a model bundle
+//! (`core-train export`, served beside the page under `bundle/`, or `?bundle=PATH`) with
+//! a progress bar and checksums, and then:
 //! - **Try it**: each bundled task's prediction for a sentence: the label and confidences of
 //!   sentence tasks, the entities of token tasks highlighted in the text;
-//! - **Teach a new task**: labels and a few examples each, adapted in the page one step at
-//!   a time (the page stays responsive), with a progress bar, a live loss curve and the
-//!   time taken; held-out examples are scored; the task can be downloaded and loaded again.
+//! - **Teach a new task**: labels and a few examples each, adapted in the worker one step
+//!   at a time (the page never waits on it), with a progress bar, a live loss curve, a
+//!   Cancel button and the time taken; held-out examples are scored; the task can be
+//!   downloaded and loaded again;
+//! - **Your tasks**: every task taught or loaded, kept in IndexedDB: used, renamed,
+//!   exported, deleted.
 //!
 //! Modules:
-//! - [`app`]: the App shell (device, bundle, restarts), hosting the two boxes;
-//! - [`try_it`] and [`teach`]: the Try-it and Teach boxes (prediction, adaptation);
+//! - [`app`]: the App shell (the worker, restarts), hosting the two boxes;
+//! - [`try_it`], [`teach`] and [`tasks`]: the Try-it, Teach and Your-tasks boxes;
+//! - [`library`]: the task library in IndexedDB;
+//! - [`engine`], [`protocol`] and [`worker`]: the page's handle on the worker, the messages
+//!   between them, and the worker itself (model, bundle, prediction, adaptation);
 //! - [`device`]: which device, and the WebGPU workarounds ([`device::adapter`]);
-//! - [`model`] and [`bundle`]: the loaded model, and fetching and verifying the bundle;
 //! - [`storage`]: what the page keeps in this browser, and downloads;
 //! - [`watchdog`]: WebGPU failures noticed (a silent device, a panic) and reported;
 //! - [`text`]: the pure text logic, unit-tested on the host (`cargo test -p polytask-web`);
@@ -26,25 +33,37 @@ use wasm_bindgen::prelude::*;
 mod app;
 mod console_log;
 mod device;
+mod engine;
 mod examples;
 mod exports;
-mod fetch;
-mod model;
+mod library;
 mod page;
+mod protocol;
 mod storage;
+mod tasks;
 mod teach;
 mod text;
 mod try_it;
 mod watchdog;
+mod worker;
 
 fn main() {
-    console_log::init(
-        page::query_param("log")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(log::LevelFilter::Warn),
-    );
+    if worker::in_worker() {
+        // The log level travels in the worker script's address (the page passes its query on).
+        console_log::init(log_level(&worker::location_search()));
+        worker::run();
+        return;
+    }
+    console_log::init(log_level(&page::search()));
     watchdog::install_panic_hook();
     leptos::mount::mount_to_body(app::App);
+}
+
+/// `?log=LEVEL` in an address's query; warnings and errors by default.
+fn log_level(search: &str) -> log::LevelFilter {
+    text::query_value(search, "log")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(log::LevelFilter::Warn)
 }
 
 /// Keeps the exported functions linked into the binary.

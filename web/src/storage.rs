@@ -1,18 +1,18 @@
-//! What the page keeps in this browser (`localStorage`): the last taught or loaded task,
-//! and that WebGPU failed here; and the task offered as a download.
+//! What the page keeps in this browser's `localStorage`: that WebGPU failed here, and the
+//! one task that pages before the task library kept (read once, to move it into the
+//! library: [`crate::library`]); and the task offered as a download.
 
 use wasm_bindgen::JsCast;
 use wasm_bindgen::JsValue;
 
-use crate::text::{from_latin1, to_latin1};
+use crate::text::from_latin1;
 
 /// Where the page remembers that WebGPU failed in this browser: a lost device switches the
 /// page to the CPU at once, but a kernel error aborts the wasm instance, so that fallback
 /// happens on the next load.
 const WEBGPU_FAILED: &str = "polytask-webgpu-failed";
 
-/// Where the page keeps the last taught or loaded task, so that a reload (after a WebGPU
-/// failure, say) does not lose it.
+/// Where pages before the task library kept the last taught or loaded task.
 const SAVED_TASK: &str = "polytask-task";
 
 /// `localStorage` through `Reflect` (keeps web-sys features, and with them the build,
@@ -43,21 +43,15 @@ pub fn forget_webgpu_failure() {
     storage_call("removeItem", &[WEBGPU_FAILED]);
 }
 
-/// Keeps a task file in `localStorage` (base64; a task file is a few KB to a few hundred).
-pub fn remember_task(bytes: &[u8]) -> Result<(), String> {
-    let window = web_sys::window().ok_or("no window")?;
-    let b64 = window
-        .btoa(&to_latin1(bytes))
-        .map_err(|e| format!("{e:?}"))?;
-    storage_call("setItem", &[SAVED_TASK, &b64])
-        .map(|_| ())
-        .ok_or_else(|| "this browser's storage refused it (full or disabled)".to_string())
-}
-
-/// The task kept by [`remember_task`], if any.
+/// The task file that an earlier page kept in `localStorage` (base64), if any.
 pub fn remembered_task() -> Option<Vec<u8>> {
     let b64 = storage_call("getItem", &[SAVED_TASK])?.as_string()?;
     from_latin1(&web_sys::window()?.atob(&b64).ok()?)
+}
+
+/// Forgets that task (the library holds it now).
+pub fn forget_task() {
+    storage_call("removeItem", &[SAVED_TASK]);
 }
 
 /// Offers `bytes` as a file download.

@@ -1,51 +1,32 @@
-//! "Teach a new task": labels and a few examples each, adapted in the page one step at a
-//! time (the page stays responsive), with a progress bar, a live loss curve and the time
-//! taken; held-out examples are scored; the task classifies new text, can be downloaded
-//! and loaded again, and is kept by this browser for the next visit.
+//! "Teach a new task": labels and a few examples each, adapted by the model's worker one
+//! step at a time (the page only renders), with a progress bar, a live loss curve, a
+//! Cancel button and the time taken; held-out examples are scored; the task classifies new
+//! text, can be downloaded and loaded again, and is kept in the task library
+//! ([`crate::tasks`]).
 
 use std::rc::Rc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use polytask_core::BertInput;
-use polytask_core::eval::metrics::accuracy;
-use polytask_core::fewshot::adapt::{AdaptConfig, AdaptMode, FewShotModel, Learner, check_loss};
-use polytask_core::io::task_file::{TASK_FORMAT, TaskMeta, load_task, save_task_async};
 use wasm_bindgen_futures::JsFuture;
 
-use crate::device::read_f32;
+use crate::app::Model;
 use crate::examples::EXAMPLES;
-use crate::model::{Loaded, Model};
-use crate::page::{now_ms, yield_to_page};
-use crate::storage::{download, remember_task, remembered_task};
+use crate::library::TaskRecord;
+use crate::protocol::AdaptRequest;
+use crate::storage::download;
+use crate::tasks::Library;
 use crate::text::{check_task, loss_curve, parse_examples, parse_steps, task_name};
 use crate::try_it::{TryResult, predict_all};
 use crate::watchdog::Watchdog;
 
-/// The result of teaching (or loading) a task.
-pub struct Taught {
-    model: FewShotModel,
-    meta: TaskMeta,
-    /// How long the adaptation took (0 for a loaded task).
-    seconds: f64,
-}
-
-impl Taught {
-    fn loaded(model: FewShotModel, meta: TaskMeta) -> Self {
-        Taught {
-            model,
-            meta,
-            seconds: 0.0,
-        }
-    }
-}
-
 /// The task taught or loaded in the page, with the Teach box's message; shared with the
-/// App shell, which moves the task onto each model it loads and drops its weights when
-/// their device is lost.
+/// App shell, which loads the task onto each worker it starts (another backend, a lost
+/// device), and with the task library.
 #[derive(Clone, Copy)]
 pub struct TaskSlot {
-    taught: StoredValue<Option<Rc<Taught>>, LocalStorage>,
+    /// The task's file (what Download saves, what a restart carries).
+    file: StoredValue<Option<Rc<Vec<u8>>>, LocalStorage>,
     /// The task's name: the Classify button shows its predictions only.
     name: RwSignal<String>,
     /// The Teach box's message (`#teach-msg`).
@@ -55,7 +36,7 @@ pub struct TaskSlot {
 impl Default for TaskSlot {
     fn default() -> Self {
         TaskSlot {
-            taught: StoredValue::new_local(None),
+            file: StoredValue::new_local(None),
             name: RwSignal::new(String::new()),
             msg: RwSignal::new(String::new()),
         }
@@ -63,56 +44,74 @@ impl Default for TaskSlot {
 }
 
 impl TaskSlot {
-    fn set(&self, t: Taught) {
-        self.name.set(t.meta.name.clone());
-        self.taught.set_value(Some(Rc::new(t)));
+    /// The page's task is now `name`, with its file.
+    pub fn set(&self, name: &str, file: Vec<u8>) {
+        self.name.set(name.to_string());
+        self.file.set_value(Some(Rc::new(file)));
     }
 
-    /// Adds the page's task to a freshly loaded model `l`: the task taught on the previous
-    /// device, else the one this browser kept from the last visit (or from the page before
-    /// a WebGPU failure). `Err`: the taught task could not move to the new model.
-    pub async fn carry_to(&self, l: &mut Loaded) -> Result<(), String> {
-        if let Some(t) = self.taught.get_value() {
-            // Moves a taught task onto the new model (another backend).
-            let bytes = save_task_async(&t.model, &t.meta)
-                .await
-                .map_err(|e| e.to_string())?;
-            let task =
-                load_task(&l.encoder.model, &bytes, &t.meta.name).map_err(|e| e.to_string())?;
-            l.tasks.push(task);
-        } else if let Some(bytes) = remembered_task() {
-            match l.load_task(&bytes, "the task kept by this browser") {
-                Ok((model, meta)) => {
-                    self.msg.set(format!(
-                        "restored task \"{}\" ({} labels) from the last visit",
-                        meta.name,
-                        meta.labels.len()
-                    ));
-                    l.tasks.push((model.clone(), meta.clone()));
-                    self.set(Taught::loaded(model, meta));
-                }
-                Err(e) => self.msg.set(format!(
-                    "The task kept from the last visit was not restored: {e}"
-                )),
-            }
-        }
-        Ok(())
+    /// No task (it was deleted).
+    pub fn clear(&self) {
+        self.name.set(String::new());
+        self.file.set_value(None);
     }
 
-    /// The device that held the task's weights is gone: forget them (this browser keeps
-    /// the task file, which the next model loads).
-    pub fn drop_weights(&self) {
-        self.taught.set_value(None);
+    /// The task's name (empty without one).
+    pub fn name(&self) -> String {
+        self.name.get_untracked()
+    }
+
+    /// The task's file, if there is a task.
+    pub fn file(&self) -> Option<Rc<Vec<u8>>> {
+        self.file.get_value()
+    }
+
+    /// Shows `text` in the Teach box.
+    pub fn say(&self, text: String) {
+        self.msg.set(text);
     }
 }
 
-/// The Teach box. `task`: the page's task and message (shared with the shell); `busy`:
-/// while adapting (the shell disables the backend switch); `shown`: the Try-it box's
+/// The adaptation under way as the worker reports it: steps done of all, and the losses.
+#[derive(Clone, Copy)]
+pub struct AdaptLive {
+    progress: RwSignal<(usize, usize)>,
+    losses: RwSignal<Vec<f32>>,
+}
+
+impl Default for AdaptLive {
+    fn default() -> Self {
+        AdaptLive {
+            progress: RwSignal::new((0, 0)),
+            losses: RwSignal::new(Vec::new()),
+        }
+    }
+}
+
+impl AdaptLive {
+    /// Step `done` (1-based) of `steps` ended with `loss`.
+    pub fn step(&self, done: usize, steps: usize, loss: f32) {
+        self.progress.set((done, steps));
+        self.losses.update(|l| l.push(loss));
+    }
+
+    fn begin(&self, steps: usize) {
+        self.progress.set((0, steps));
+        self.losses.set(Vec::new());
+    }
+}
+
+/// The Teach box. `task`: the page's task and message (shared with the shell);
+/// `library`: where taught and loaded tasks are kept; `live`:
+/// the adaptation's progress (the shell passes on the worker's steps); `busy`: while
+/// adapting (the shell disables the backend switch); `shown`: the Try-it box's
 /// predictions, where Classify shows the new task's; `patience`: the watchdog's.
 #[component]
 pub fn Teach(
     model: Model,
     task: TaskSlot,
+    library: Library,
+    live: AdaptLive,
     busy: RwSignal<bool>,
     shown: RwSignal<TryResult>,
     patience: Signal<Option<u32>>,
@@ -123,12 +122,11 @@ pub fn Teach(
     let (heldout_text, set_heldout_text) = signal(String::new());
     let (mode, set_mode) = signal(String::from("head"));
     let (steps, set_steps) = signal(String::from("20"));
-    let (progress, set_progress) = signal((0usize, 0usize));
-    let (losses, set_losses) = signal(Vec::<f32>::new());
     let (adapt_time, set_adapt_time) = signal(String::new());
     let (heldout_result, set_heldout_result) = signal(String::new());
     let (classify_text, set_classify_text) = signal(String::new());
     let msg = task.msg;
+    let (progress, losses) = (live.progress, live.losses);
 
     let on_example = move |example: &'static str| {
         if let Some(t) = EXAMPLES.iter().find(|t| t.name == example) {
@@ -153,63 +151,50 @@ pub fn Teach(
             let (_, heldout) =
                 parse_examples(&heldout_text.get_untracked(), &labels.join(","), "Held-out")?;
             let steps = parse_steps(&steps.get_untracked())?;
-            Ok((labels, rows, heldout, steps))
+            Ok(AdaptRequest {
+                name: task_name(&name.get_untracked()),
+                labels,
+                rows,
+                heldout,
+                mode: mode.get_untracked(),
+                steps,
+            })
         });
-        let (labels, rows, heldout, steps) = match parsed {
+        let request = match parsed.and_then(|r| Ok((model.engine()?, r))) {
             Ok(p) => p,
             Err(e) => {
                 msg.set(e);
                 return;
             }
         };
-        let chosen = mode.get_untracked();
-        let mode = AdaptMode::ALL
-            .into_iter()
-            .find(|m| m.name() == chosen)
-            .unwrap_or(AdaptMode::Head);
-        let name = task_name(&name.get_untracked());
+        let (engine, request) = request;
+        let examples = examples_text.get_untracked();
         busy.set(true);
         msg.set(String::new());
-        set_losses.set(Vec::new());
+        live.begin(request.steps);
         set_heldout_result.set(String::new());
         set_adapt_time.set(String::new());
         let guard = Watchdog::arm(patience.get_untracked(), "the adaptation");
         spawn_local(async move {
-            let result = teach(
-                model,
-                &name,
-                labels,
-                rows,
-                heldout,
-                mode,
-                steps,
-                set_progress,
-                set_losses,
-                msg.write_only(),
-            )
-            .await;
+            let result = engine.adapt(request).await;
             drop(guard);
             match result {
-                Ok((t, heldout_acc)) => {
-                    set_adapt_time.set(format!("adapted in {:.2} s", t.seconds));
-                    if let Some((acc, n)) = heldout_acc {
+                Ok((adapted, file)) => {
+                    set_adapt_time.set(format!("adapted in {:.2} s", adapted.seconds));
+                    if let Some((acc, n)) = adapted.heldout {
                         set_heldout_result
                             .set(format!("held-out accuracy: {acc:.3} ({n} examples)"));
                     }
                     // Named at once: Classify shows this task's predictions from now on.
-                    task.name.set(t.meta.name.clone());
-                    model.install_task(t.model.clone(), t.meta.clone());
-                    // Kept for the next visit; a failure only costs that.
-                    let kept = match save_task_async(&t.model, &t.meta).await {
-                        Ok(bytes) => remember_task(&bytes),
-                        Err(e) => Err(e.to_string()),
+                    task.set(&adapted.task.name, file.clone());
+                    // Kept in the library; a failure costs only that.
+                    let kept = match TaskRecord::new(&file, &adapted.task.name, &examples) {
+                        Ok(record) => library.keep(record, &file).await,
+                        Err(e) => Err(e),
                     };
                     if let Err(e) = kept {
-                        msg.set(format!(
-                            "Adapted, but not kept for the next visit ({e}): download it to keep it."
-                        ));
+                        msg.set(format!("Adapted, but {e}: download it to keep it."));
                     }
-                    task.set(t);
                 }
                 Err(e) => msg.set(e),
             }
@@ -217,12 +202,18 @@ pub fn Teach(
         });
     };
 
+    let on_cancel = move |_| {
+        if let Ok(engine) = model.engine() {
+            spawn_local(async move { engine.cancel().await });
+        }
+    };
+
     let on_classify = move |_| {
         let text = classify_text.get_untracked();
         let name = task.name.get_untracked();
         let guard = Watchdog::arm(patience.get_untracked(), "a prediction");
         spawn_local(async move {
-            let result = predict_all(model, &text).await;
+            let result = predict_all(model, text).await;
             drop(guard);
             match result {
                 Ok(mut r) => {
@@ -238,20 +229,14 @@ pub fn Teach(
     };
 
     let on_save = move |_| {
-        let Some(t) = task.taught.get_value() else {
+        let Some(file) = task.file.get_value() else {
             msg.set("Nothing to save yet: adapt a task first.".into());
             return;
         };
-        spawn_local(async move {
-            match save_task_async(&t.model, &t.meta).await {
-                Ok(bytes) => {
-                    if let Err(e) = download(&format!("{}.task.safetensors", t.meta.name), &bytes) {
-                        msg.set(e);
-                    }
-                }
-                Err(e) => msg.set(format!("could not save: {e}")),
-            }
-        });
+        let name = task.name.get_untracked();
+        if let Err(e) = download(&format!("{name}.task.safetensors"), &file) {
+            msg.set(e);
+        }
     };
 
     let on_load_task = move |ev: web_sys::Event| {
@@ -268,23 +253,41 @@ pub fn Teach(
                     return;
                 }
             };
-            let result = match model.cell().borrow().as_ref() {
-                None => Err("the model is not loaded yet".to_string()),
-                Some(l) => l.load_task(&bytes, &file_name),
+            // Read here first: a task for another model is kept in the library, marked.
+            let record = match TaskRecord::new(&bytes, &file_name, "") {
+                Ok(r) => r,
+                Err(e) => {
+                    msg.set(e);
+                    return;
+                }
+            };
+            let base = library.base.get_untracked();
+            if record.base != base {
+                let kept = library.keep(record.clone(), &bytes).await;
+                msg.set(format!(
+                    "{file_name}: adapted from another model ({}), not this bundle's ({base}); {}",
+                    record.base,
+                    match kept {
+                        Ok(()) => "kept in your tasks for that model".to_string(),
+                        Err(e) => e,
+                    }
+                ));
+                return;
+            }
+            let result = match model.engine() {
+                Ok(engine) => engine.load_task(file_name, &bytes).await,
+                Err(e) => Err(e),
             };
             match result {
-                Ok((m, meta)) => {
+                Ok(t) => {
+                    let kept = library.keep(record, &bytes).await;
                     msg.set(format!(
                         "loaded task \"{}\" ({} labels){}",
-                        meta.name,
-                        meta.labels.len(),
-                        remember_task(&bytes)
-                            .err()
-                            .map(|e| format!("; not kept for the next visit: {e}"))
-                            .unwrap_or_default()
+                        t.name,
+                        t.labels,
+                        kept.err().map(|e| format!("; {e}")).unwrap_or_default()
                     ));
-                    model.install_task(m.clone(), meta.clone());
-                    task.set(Taught::loaded(m, meta));
+                    task.set(&t.name, bytes);
                 }
                 Err(e) => msg.set(e),
             }
@@ -322,6 +325,8 @@ pub fn Teach(
                     on:input=move |ev| set_steps.set(event_target_value(&ev)) /></label>
                 " "
                 <button id="adapt" on:click=on_adapt disabled=move || busy.get()>"Adapt"</button>
+                " "
+                <button id="cancel" on:click=on_cancel disabled=move || !busy.get()>"Cancel"</button>
             </p>
             <p>
                 <progress id="adapt-progress" max=move || progress.get().1.max(1) value=move || progress.get().0></progress>
@@ -344,108 +349,4 @@ pub fn Teach(
             </p>
         </section>
     }
-}
-
-/// Adapts a new task in the page on the loaded model, one step per turn of the event loop;
-/// scores the held-out examples. Core's adaptation settings (`AdaptConfig::default()`)
-/// but for what the user chose: the mode and the number of steps.
-#[allow(clippy::too_many_arguments)]
-async fn teach(
-    model: Model,
-    name: &str,
-    labels: Vec<String>,
-    rows: Vec<(String, usize)>,
-    heldout: Vec<(String, usize)>,
-    mode: AdaptMode,
-    steps: usize,
-    set_progress: WriteSignal<(usize, usize)>,
-    set_losses: WriteSignal<Vec<f32>>,
-    set_msg: WriteSignal<String>,
-) -> Result<(Taught, Option<(f64, usize)>), String> {
-    let (encoder, device, base) = {
-        let cell = model.cell();
-        let l = cell.borrow();
-        let l = l.as_ref().ok_or("The model is not loaded yet.")?;
-        (l.encoder.clone(), l.device.clone(), l.base.clone())
-    };
-    // Core's settings (`core-train adapt` uses the same), overriding only what the user
-    // chose. Of the values this page used to set, only `lr` differed from core's (1e-3):
-    // it changes adapters mode only (the head's rate is `head_lr` in both).
-    let config = AdaptConfig {
-        mode,
-        steps,
-        ..AdaptConfig::default()
-    };
-    let texts: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-    let ids: Vec<usize> = rows.iter().map(|r| r.1).collect();
-    let batch = encoder.tokenizer.batch(&texts).map_err(|e| e.to_string())?;
-    let cut: Vec<usize> = batch
-        .truncated
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c)
-        .map(|(i, _)| i + 1)
-        .collect();
-    if !cut.is_empty() {
-        set_msg.set(format!(
-            "Example(s) {cut:?} are longer than {} word pieces and were truncated.",
-            encoder.tokenizer.max_len()
-        ));
-    }
-    let t0 = now_ms();
-    set_progress.set((0, steps));
-    let learner = Learner::new(&encoder.model, &config).map_err(|e| e.to_string())?;
-    let support = learner.frozen(BertInput::from_batch(&batch, &device));
-    let mut session = learner
-        .session(support, &ids, labels.len())
-        .map_err(|e| e.to_string())?;
-    let mut curve = Vec::with_capacity(steps);
-    while !session.is_done() {
-        let step = session.steps_done();
-        let loss = read_f32(session.step()).await?[0];
-        check_loss(step, loss).map_err(|e| format!("{e}. Try fewer steps or the head only."))?;
-        curve.push(loss);
-        set_losses.set(curve.clone());
-        set_progress.set((step + 1, steps));
-        yield_to_page().await;
-    }
-    let adapted = session.finish();
-    // Wait for the device to finish before stopping the clock.
-    let _ = read_f32(adapted.model.head.weight.val().sum()).await?;
-    let seconds = (now_ms() - t0) / 1000.0;
-    let meta = TaskMeta {
-        format: TASK_FORMAT.into(),
-        name: name.to_string(),
-        labels,
-        config,
-        first: adapted.first,
-        base,
-        max_len: encoder.tokenizer.max_len(),
-    };
-    let mut heldout_acc = None;
-    if !heldout.is_empty() {
-        let texts: Vec<&str> = heldout.iter().map(|r| r.0.as_str()).collect();
-        let batch = encoder.tokenizer.batch(&texts).map_err(|e| e.to_string())?;
-        let pred: Vec<usize> = adapted
-            .model
-            .predict(BertInput::from_batch(&batch, &device))
-            .into_data_async()
-            .await
-            .map_err(|e| format!("{e:?}"))?
-            .try_into_vec_as::<i64>()
-            .map_err(|e| format!("{e:?}"))?
-            .into_iter()
-            .map(|p| p as usize)
-            .collect();
-        let gold: Vec<usize> = heldout.iter().map(|r| r.1).collect();
-        heldout_acc = Some((accuracy(&pred, &gold), heldout.len()));
-    }
-    Ok((
-        Taught {
-            model: adapted.model,
-            meta,
-            seconds,
-        },
-        heldout_acc,
-    ))
 }

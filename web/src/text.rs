@@ -170,7 +170,9 @@ pub fn bundle_base(param: Option<String>) -> String {
         .unwrap_or_else(|| "bundle".to_string())
 }
 
-/// Bytes as a string of the characters U+0000–U+00FF (what `btoa` takes).
+/// Bytes as a string of the characters U+0000–U+00FF (what `btoa` takes; the page only
+/// reads such strings now, `atob`'s, so this is for the tests).
+#[cfg(test)]
 pub fn to_latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }

@@ -1,102 +1,21 @@
-//! "Try it": each loaded task's prediction for a sentence: the label and confidences of
-//! sentence tasks, the entities of token tasks highlighted in the text.
+//! "Try it": each loaded task's prediction for a sentence (made by the model's worker):
+//! the label and confidences of sentence tasks, the entities of token tasks highlighted in
+//! the text.
 
 use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use polytask_core::eval::predict::{Entity, Predictor, PreparedText, TaskOutput};
+use polytask_core::eval::predict::Entity;
 
-use crate::device::read_f32;
-use crate::model::Model;
+use crate::app::Model;
+pub use crate::protocol::{Prediction, TryResult};
 use crate::text::{highlight, runners_up};
 use crate::watchdog::Watchdog;
 
-/// One task's prediction for the Try-it box.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Prediction {
-    pub task: String,
-    /// The best label of a sentence task (empty for a token task).
-    pub label: String,
-    pub confidence: f32,
-    /// Every label's probability (sentence tasks).
-    pub probabilities: Vec<(String, f32)>,
-    /// The entities of a token task, `None` for a sentence task.
-    pub entities: Option<Vec<Entity>>,
-}
-
-/// What the Try-it box shows for one text.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TryResult {
-    pub text: String,
-    pub predictions: Vec<Prediction>,
-    /// The text was cut to the tokenizer's maximum length.
-    pub truncated_to: Option<usize>,
-}
-
-/// Every loaded task's prediction for `text`.
-pub async fn predict_all(model: Model, text: &str) -> Result<TryResult, String> {
-    let (encoder, device, tasks, multitask) = {
-        let cell = model.cell();
-        let l = cell.borrow();
-        let l = l.as_ref().ok_or("the model is not loaded yet")?;
-        (
-            l.encoder.clone(),
-            l.device.clone(),
-            l.tasks.clone(),
-            l.multitask.clone(),
-        )
-    };
-    if text.trim().is_empty() {
-        return Err("Type a sentence first.".into());
-    }
-    if tasks.is_empty() && multitask.is_none() {
-        return Err("No task yet: the bundle has none; teach one below.".into());
-    }
-    let prepared = PreparedText::new(&encoder.tokenizer, text).map_err(|e| e.to_string())?;
-    let mut predictor = Predictor::new(multitask.as_ref());
-    for (model, meta) in &tasks {
-        predictor = predictor.with_adapted(&meta.name, &meta.labels, model);
-    }
-    let on_device = predictor
-        .forward(&[&prepared], encoder.tokenizer.pad_id(), &device)
-        .map_err(|e| e.to_string())?;
-    let mut probs = Vec::with_capacity(on_device.tasks.len());
-    for t in on_device.tasks {
-        probs.push(read_f32(t).await?);
-    }
-    let answers = predictor
-        .decode(&[text], &[&prepared], &probs, on_device.seq_len)
-        .map_err(|e| e.to_string())?;
-    let out = answers
-        .into_iter()
-        .flatten()
-        .map(|a| match a.output {
-            TaskOutput::Sentence {
-                label,
-                confidence,
-                probabilities,
-            } => Prediction {
-                task: a.task,
-                label,
-                confidence,
-                probabilities,
-                entities: None,
-            },
-            TaskOutput::Token { entities, .. } => Prediction {
-                task: a.task,
-                label: String::new(),
-                confidence: 0.0,
-                probabilities: Vec::new(),
-                entities: Some(entities),
-            },
-        })
-        .collect();
-    Ok(TryResult {
-        text: text.to_string(),
-        predictions: out,
-        truncated_to: prepared.truncated().then(|| encoder.tokenizer.max_len()),
-    })
+/// Every loaded task's prediction for `text`, from the model's worker.
+pub async fn predict_all(model: Model, text: String) -> Result<TryResult, String> {
+    model.engine()?.predict(text).await
 }
 
 /// The Try-it box. `shown`: the predictions shown and the text they are for (the browser
@@ -115,7 +34,7 @@ pub fn TryIt(
         let text = text.get_untracked();
         let guard = Watchdog::arm(patience.get_untracked(), "a prediction");
         spawn_local(async move {
-            let result = predict_all(model, &text).await;
+            let result = predict_all(model, text).await;
             drop(guard);
             match result {
                 Ok(p) => {

@@ -1,6 +1,6 @@
 //! How the page notices that WebGPU failed and tells the user: a watchdog on each operation
-//! (a device that stops answering), the panic hook (a kernel error aborts the wasm
-//! instance), and the `#panic` box. Either way the failure is remembered
+//! (a device that stops answering), the panic hooks (a kernel error aborts the wasm
+//! instance; the model's worker reports its panics to the page), and the `#panic` box. Either way the failure is remembered
 //! ([`storage::remember_webgpu_failure`]) so that the next load runs on the CPU.
 //! A lost device (`GPUDevice.lost`) is handled by the App shell, which restarts on the CPU.
 
@@ -85,31 +85,49 @@ pub fn webgpu_failed_message(why: &str) -> String {
     )
 }
 
-/// Rust panics are shown in the page, not only in the console. A failing WebGPU device
-/// is remembered so that the next load runs on the CPU.
+/// What a panic says, and the WebGPU failure to remember when it was WebGPU's (the first
+/// line of wgpu's error): the text the page shows.
+pub fn describe_panic(info: &std::panic::PanicHookInfo) -> (String, Option<String>) {
+    let mut text = info.to_string();
+    if !(text.contains("wgpu") || text.contains("WebGPU")) {
+        return (text, None);
+    }
+    // The device was lost for a reason logged earlier (a shader that failed to compile,
+    // say): that reason is what the user and a bug report need.
+    if let Some(cause) = console_log::last_error() {
+        let cause = cause.split("--- shader source").next().unwrap_or_default();
+        let cause: String = cause.trim().chars().take(800).collect();
+        text = format!("{text}\nEarlier: {cause}");
+    }
+    let first_line = text
+        .lines()
+        .find(|l| l.contains("wgpu error"))
+        .unwrap_or("device error")
+        .trim()
+        .to_string();
+    (text, Some(first_line))
+}
+
+/// Shows a panic (the page's own, or one the model's worker reported) in the page, not
+/// only in the console. A failing WebGPU device is remembered so that the next load runs
+/// on the CPU.
+pub fn report_panic(text: &str, webgpu: Option<&str>) {
+    match webgpu {
+        Some(first_line) => {
+            storage::remember_webgpu_failure(first_line);
+            show_problem(&webgpu_failed_message(text));
+        }
+        None => show_problem(&format!(
+            "Internal error (please report): {text}. Reload the page to start again."
+        )),
+    }
+}
+
+/// The page's panic hook: [`report_panic`].
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         console_error_panic_hook::hook(info);
-        let mut text = info.to_string();
-        let gpu = text.contains("wgpu") || text.contains("WebGPU");
-        if gpu {
-            // The device was lost for a reason logged earlier (a shader that failed to
-            // compile, say): that reason is what the user and a bug report need.
-            if let Some(cause) = console_log::last_error() {
-                let cause = cause.split("--- shader source").next().unwrap_or_default();
-                let cause: String = cause.trim().chars().take(800).collect();
-                text = format!("{text}\nEarlier: {cause}");
-            }
-            let first_line = text
-                .lines()
-                .find(|l| l.contains("wgpu error"))
-                .unwrap_or("device error");
-            storage::remember_webgpu_failure(first_line.trim());
-        }
-        show_problem(&if gpu {
-            webgpu_failed_message(&text)
-        } else {
-            format!("Internal error (please report): {text}. Reload the page to start again.")
-        });
+        let (text, webgpu) = describe_panic(info);
+        report_panic(&text, webgpu.as_deref());
     }));
 }

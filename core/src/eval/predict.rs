@@ -8,7 +8,7 @@
 //! synchronously, the browser asynchronously for WebGPU) and decodes on the host the same
 //! way.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use burn::tensor::{Device, Int, Tensor};
 
@@ -138,7 +138,7 @@ impl PreparedText {
 }
 
 /// One entity found by a token task.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entity {
     /// The entity type (`PER`, `city`, …).
     #[serde(rename = "type")]

@@ -113,6 +113,18 @@ pub fn read_task_meta(bytes: &[u8], source: &str) -> Result<TaskMeta> {
     Ok(meta)
 }
 
+/// The task file `bytes` under another name (its metadata's `name`); the tensors and the
+/// rest of the metadata are unchanged. `source` names the file in errors.
+pub fn rename_task(bytes: &[u8], name: &str, source: &str) -> Result<Vec<u8>> {
+    let mut meta = read_task_meta(bytes, source)?;
+    meta.name = name.to_string();
+    let entries: Vec<_> = read_f32_tensors(bytes, source)?
+        .into_iter()
+        .map(|(path, (shape, values))| (path, shape, values))
+        .collect();
+    write_task(&entries, &meta)
+}
+
 /// Applies a task file to the base encoder `bert` it was adapted from: the result
 /// predicts the task's labels. Missing, extra or mis-shaped tensors are named.
 pub fn load_task(bert: &BertModel, bytes: &[u8], source: &str) -> Result<(FewShotModel, TaskMeta)> {
@@ -218,6 +230,21 @@ mod tests {
             }
             let (loaded, meta2) = load_task(&bert, &bytes, "t").unwrap();
             assert_eq!(meta2, meta);
+            // Renamed: the new name, the same tensors and other metadata.
+            let renamed = rename_task(&bytes, "toy 2", "t").unwrap();
+            let meta3 = read_task_meta(&renamed, "t").unwrap();
+            assert_eq!(meta3.name, "toy 2");
+            assert_eq!(
+                TaskMeta {
+                    name: "toy".into(),
+                    ..meta3
+                },
+                meta
+            );
+            assert_eq!(
+                read_f32_tensors(&renamed, "t").unwrap(),
+                read_f32_tensors(&bytes, "t").unwrap()
+            );
             let p = |m: &FewShotModel| {
                 m.probabilities(query.clone())
                     .try_into_vec_as::<f32>()

@@ -29,6 +29,7 @@ export function install_webgpu_hooks() {
     if (this.features.has('subgroups') && !features.includes('subgroups')) features.push('subgroups');
     d.requiredFeatures = features;
     return requestDevice.call(this, d).then((device) => {
+      (globalThis.__polytaskDevices ??= []).push(device);
       // A lost device leaves burn's pending reads unanswered: the page must hear of it.
       device.lost.then((info) => {
         const onLost = globalThis.__polytaskOnDeviceLost;
@@ -57,6 +58,10 @@ export function install_webgpu_hooks() {
   return true;
 }
 
+export function lose_devices() {
+  for (const device of globalThis.__polytaskDevices ?? []) device.destroy();
+}
+
 export async function adapter_facts() {
   if (!navigator.gpu) return null;
   const adapter = await navigator.gpu.requestAdapter();
@@ -74,11 +79,15 @@ extern "C" {
     /// uniformity diagnostic). Idempotent; `false` when the browser has no WebGPU at all.
     pub fn install_webgpu_hooks() -> bool;
 
+    /// Destroys every device created since [`install_webgpu_hooks`]: each is then lost,
+    /// as when a GPU goes away (the browser tests' way to lose one).
+    pub fn lose_devices();
+
     #[wasm_bindgen(catch)]
     async fn adapter_facts() -> Result<JsValue, JsValue>;
 }
 
-/// Calls `f` with the reason when a WebGPU device the page created is lost (a driver
+/// Calls `f` with the reason when a WebGPU device the worker created is lost (a driver
 /// reset, a GPU gone, `destroy()`); the last registration wins.
 pub fn on_device_lost(f: impl Fn(String) + 'static) {
     let f = Closure::<dyn Fn(String)>::new(f);
@@ -87,7 +96,7 @@ pub fn on_device_lost(f: impl Fn(String) + 'static) {
         &"__polytaskOnDeviceLost".into(),
         f.as_ref(),
     );
-    // The page lives as long as the callback.
+    // The worker lives as long as the callback.
     f.forget();
 }
 

@@ -1,30 +1,21 @@
 //! Which device the page runs on: WebGPU on a hardware adapter that has what burn's kernels
 //! need, else burn's CPU backend compiled to wasm; the user can switch, and
-//! `?backend=webgpu|cpu` chooses at load. The WebGPU workarounds are in [`adapter`].
+//! `?backend=webgpu|cpu` chooses at load. The device lives in the model's worker
+//! ([`crate::worker`]); the page sees the [`Backend`]. The WebGPU workarounds are in
+//! [`adapter`].
 
 use burn::tensor::{Device, Tensor};
 
-use crate::storage;
+pub use crate::protocol::{Backend, Choice};
 use crate::watchdog::{WEBGPU_PATIENCE_S, WEBGPU_SOFTWARE_PATIENCE_S};
 
 pub mod adapter;
-
-/// Which backend the page runs on.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Backend {
-    /// `webgpu` or `cpu` (the `data-backend` the tests read).
-    pub label: String,
-    /// What the page shows: the backend, and why the CPU when it is the CPU.
-    pub detail: String,
-    /// A software WebGPU adapter (compiles kernels for minutes): the watchdog waits longer.
-    pub software: bool,
-}
 
 impl Backend {
     fn cpu(detail: String) -> Self {
         Backend {
             label: "cpu".into(),
-            detail: format!("CPU in wasm (burn flex){detail}"),
+            detail: format!("CPU in wasm (burn flex, {}){detail}", cpu_kernels()),
             software: false,
         }
     }
@@ -43,14 +34,14 @@ impl Backend {
     }
 }
 
-/// The backend asked for: by the page (`Auto`), by the user's switch, or by `?backend=`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Choice {
-    /// WebGPU on a hardware adapter that has what burn's kernels need, else the CPU.
-    Auto,
-    Cpu,
-    /// WebGPU whenever the browser can give it, even a software adapter.
-    WebGpu,
+/// What the CPU backend runs on: one thread, with or without WebAssembly SIMD (the build's
+/// `target-feature`, `.cargo/config.toml`).
+fn cpu_kernels() -> &'static str {
+    if cfg!(target_feature = "simd128") {
+        "1 thread, SIMD"
+    } else {
+        "1 thread, no SIMD"
+    }
 }
 
 impl Choice {
@@ -65,10 +56,10 @@ impl Choice {
 }
 
 /// Brings up the device for `choice`. `Auto` takes WebGPU only on a hardware adapter that
-/// offers `subgroups` and has not failed in this browser before; otherwise burn's CPU
-/// backend in wasm, saying why.
-pub async fn init_device(choice: Choice) -> (Device, Backend) {
-    match webgpu_device(choice).await {
+/// offers `subgroups` and has not failed in this browser before (`webgpu_failure`: why it
+/// did, as the page remembers it); otherwise burn's CPU backend in wasm, saying why.
+pub async fn init_device(choice: Choice, webgpu_failure: Option<String>) -> (Device, Backend) {
+    match webgpu_device(choice, webgpu_failure).await {
         Ok(webgpu) => webgpu,
         Err(why) => (Device::flex(), Backend::cpu(why)),
     }
@@ -76,12 +67,15 @@ pub async fn init_device(choice: Choice) -> (Device, Backend) {
 
 /// The WebGPU device for `choice`, or why the page runs on the CPU instead (the text that
 /// follows "cpu" in the backend line).
-async fn webgpu_device(choice: Choice) -> Result<(Device, Backend), String> {
+async fn webgpu_device(
+    choice: Choice,
+    webgpu_failure: Option<String>,
+) -> Result<(Device, Backend), String> {
     if choice == Choice::Cpu {
         return Err(", chosen by the user".into());
     }
     if choice == Choice::Auto
-        && let Some(why) = storage::webgpu_failure()
+        && let Some(why) = webgpu_failure
     {
         return Err(format!(
             ": WebGPU failed in this browser ({why}); \"Try WebGPU\" tries it again"

@@ -2,7 +2,8 @@
 //! file it lists, each checked against its size and sha256. Files come from the Cache API
 //! when a previous visit stored them (a reload is instant), otherwise from the network,
 //! and are cached once verified. URLs are relative to the page, so the site works from
-//! any sub-path.
+//! any sub-path. Runs in the model's worker ([`crate::worker`]), which has `fetch` and the
+//! Cache API as the page has.
 
 use js_sys::{ArrayBuffer, Uint8Array};
 pub use polytask_core::io::manifest::{FileEntry, Manifest};
@@ -10,6 +11,8 @@ use sha2::{Digest, Sha256};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Cache, Response};
+
+use super::scope;
 
 const CACHE: &str = "polytask-bundle-v1";
 
@@ -21,7 +24,8 @@ fn js_err(what: &str, e: JsValue) -> String {
 }
 
 async fn open_cache() -> Option<Cache> {
-    let caches = web_sys::window()?.caches().ok()?;
+    // `caches` is missing outside secure contexts (plain http but for localhost).
+    let caches = scope().caches().ok().filter(|c| !c.is_undefined())?;
     let cache = JsFuture::from(caches.open(CACHE)).await.ok()?;
     cache.dyn_into::<Cache>().ok()
 }
@@ -41,8 +45,7 @@ async fn response_bytes(resp: Response, url: &str) -> Result<Vec<u8>, String> {
 }
 
 async fn fetch(url: &str) -> Result<Response, String> {
-    let window = web_sys::window().ok_or("no window")?;
-    let resp = JsFuture::from(window.fetch_with_str(url))
+    let resp = JsFuture::from(scope().fetch(url))
         .await
         .map_err(|e| js_err(&format!("cannot fetch {url}"), e))?;
     Ok(resp.unchecked_into())

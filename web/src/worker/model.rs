@@ -1,21 +1,18 @@
-//! What the page has loaded: the bundle's encoder, its multi-task heads and its few-shot
-//! tasks on one device, shared by the App shell (which loads it) and the components.
+//! What the model's worker has loaded: the bundle's encoder, its multi-task heads and its
+//! few-shot tasks on one device.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use burn::tensor::Device;
-use leptos::prelude::*;
 use polytask_core::fewshot::adapt::FewShotModel;
 use polytask_core::io::task_file::{TaskMeta, load_task};
 use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::{ModelFiles, SentenceEncoder};
 
-use crate::fetch;
+use super::fetch;
 use crate::page::now_ms;
 
-/// What the page has loaded.
+/// What the worker has loaded.
 pub struct Loaded {
     pub device: Device,
     pub encoder: SentenceEncoder,
@@ -39,68 +36,36 @@ impl Loaded {
         }
         Ok((model, meta))
     }
-}
 
-/// The page's model, empty until a bundle is loaded (and while the page changes device).
-/// A handle: copies share it.
-#[derive(Clone, Copy)]
-pub struct Model(StoredValue<Rc<RefCell<Option<Loaded>>>, LocalStorage>);
-
-impl Default for Model {
-    fn default() -> Self {
-        Model(StoredValue::new_local(Rc::new(RefCell::new(None))))
+    /// Adds a task, in place of one of the same name.
+    pub fn install_task(&mut self, model: FewShotModel, meta: TaskMeta) {
+        self.tasks.retain(|(_, m)| m.name != meta.name);
+        self.tasks.push((model, meta));
     }
-}
-
-impl Model {
-    /// The cell itself (to hold across an `await`).
-    pub fn cell(&self) -> Rc<RefCell<Option<Loaded>>> {
-        self.0.get_value()
-    }
-
-    pub fn set(&self, loaded: Option<Loaded>) {
-        *self.cell().borrow_mut() = loaded;
-    }
-
-    /// Adds a task to the loaded model, in place of one of the same name.
-    pub fn install_task(&self, model: FewShotModel, meta: TaskMeta) {
-        if let Some(l) = self.cell().borrow_mut().as_mut() {
-            l.tasks.retain(|(_, m)| m.name != meta.name);
-            l.tasks.push((model, meta));
-        }
-    }
-}
-
-/// The bundle's loading progress as the page shows it.
-#[derive(Clone, Copy)]
-pub struct LoadProgress {
-    pub done: WriteSignal<u64>,
-    pub total: WriteSignal<u64>,
-    pub note: WriteSignal<String>,
 }
 
 /// Fetches and verifies the bundle, then builds the encoder and its tasks on `device`.
+/// `progress(done, total, note)`: bytes loaded of the total, and what to say.
 pub async fn load_bundle(
     base: &str,
     device: &Device,
-    progress: LoadProgress,
+    progress: impl Fn(u64, u64, String),
 ) -> Result<Loaded, String> {
     let t0 = now_ms();
     let manifest = fetch::manifest(base).await?;
-    progress.total.set(manifest.total_bytes());
-    progress.done.set(0);
+    let total = manifest.total_bytes();
+    progress(0, total, String::new());
     let mut files = BTreeMap::new();
     let (mut done, mut cached) = (0u64, 0usize);
     for entry in &manifest.files {
         let (bytes, hit) = fetch::file(base, entry).await?;
         done += entry.bytes;
         cached += usize::from(hit);
-        progress.done.set(done);
-        progress.note.set(format!(
-            "{:.1} / {:.1} MB",
-            done as f64 / 1e6,
-            manifest.total_bytes() as f64 / 1e6
-        ));
+        progress(
+            done,
+            total,
+            format!("{:.1} / {:.1} MB", done as f64 / 1e6, total as f64 / 1e6),
+        );
         files.insert(entry.name.clone(), bytes);
     }
     let take = |name: &str| -> Result<&[u8], String> {
@@ -145,14 +110,18 @@ pub async fn load_bundle(
     } else {
         None
     };
-    progress.note.set(format!(
-        "{:.1} MB ({} weights), {} of {} files from the cache, {:.1} s",
-        manifest.total_bytes() as f64 / 1e6,
-        manifest.dtype,
-        cached,
-        manifest.files.len(),
-        (now_ms() - t0) / 1000.0,
-    ));
+    progress(
+        total,
+        total,
+        format!(
+            "{:.1} MB ({} weights), {} of {} files from the cache, {:.1} s",
+            total as f64 / 1e6,
+            manifest.dtype,
+            cached,
+            manifest.files.len(),
+            (now_ms() - t0) / 1000.0,
+        ),
+    );
     Ok(Loaded {
         device: device.clone(),
         encoder,

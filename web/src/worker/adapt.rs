@@ -1,0 +1,127 @@
+//! Teaching a new task in the worker: adapted one step per turn of its event loop (so a
+//! Cancel or a prediction gets in between steps), each step's loss sent to the page; the
+//! held-out examples scored; the task installed on the model and written as a task file.
+
+use polytask_core::BertInput;
+use polytask_core::eval::metrics::accuracy;
+use polytask_core::fewshot::adapt::{AdaptConfig, AdaptMode, Learner, check_loss};
+use polytask_core::io::task_file::{TASK_FORMAT, TaskMeta, save_task_async};
+
+use super::{cancelled, install, post, with_loaded, yield_now};
+use crate::device::read_f32;
+use crate::page::now_ms;
+use crate::protocol::{AdaptRequest, Adapted, Event, TaskInfo};
+
+/// Adapts the task of `request` on the loaded model with core's adaptation settings
+/// (`AdaptConfig::default()`, as `core-train adapt`) but for what the user chose: the mode
+/// and the number of steps. Returns what the page shows and the task file.
+pub async fn teach(request: AdaptRequest) -> Result<(Adapted, Vec<u8>), String> {
+    let AdaptRequest {
+        name,
+        labels,
+        rows,
+        heldout,
+        mode,
+        steps,
+    } = request;
+    let mode = AdaptMode::ALL
+        .into_iter()
+        .find(|m| m.name() == mode)
+        .ok_or_else(|| format!("no adaptation mode \"{mode}\""))?;
+    let (encoder, device, base) =
+        with_loaded(|l| (l.encoder.clone(), l.device.clone(), l.base.clone()))?;
+    let config = AdaptConfig {
+        mode,
+        steps,
+        ..AdaptConfig::default()
+    };
+    let texts: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let ids: Vec<usize> = rows.iter().map(|r| r.1).collect();
+    let batch = encoder.tokenizer.batch(&texts).map_err(|e| e.to_string())?;
+    let cut: Vec<usize> = batch
+        .truncated
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c)
+        .map(|(i, _)| i + 1)
+        .collect();
+    if !cut.is_empty() {
+        let max = encoder.tokenizer.max_len();
+        let note =
+            format!("Example(s) {cut:?} are longer than {max} word pieces and were truncated.");
+        post(&Event::Notice(note), None);
+    }
+    let t0 = now_ms();
+    let learner = Learner::new(&encoder.model, &config).map_err(|e| e.to_string())?;
+    let support = learner.frozen(BertInput::from_batch(&batch, &device));
+    let mut session = learner
+        .session(support, &ids, labels.len())
+        .map_err(|e| e.to_string())?;
+    while !session.is_done() {
+        let step = session.steps_done();
+        let loss = read_f32(session.step()).await?[0];
+        check_loss(step, loss).map_err(|e| format!("{e}. Try fewer steps or the head only."))?;
+        post(
+            &Event::Step {
+                done: step + 1,
+                steps,
+                loss,
+            },
+            None,
+        );
+        yield_now().await;
+        if cancelled() && !session.is_done() {
+            return Err(format!(
+                "Cancelled after {} of {steps} steps: no task was added.",
+                step + 1
+            ));
+        }
+    }
+    let adapted = session.finish();
+    // Wait for the device to finish before stopping the clock.
+    let _ = read_f32(adapted.model.head.weight.val().sum()).await?;
+    let seconds = (now_ms() - t0) / 1000.0;
+    let meta = TaskMeta {
+        format: TASK_FORMAT.into(),
+        name,
+        labels,
+        config,
+        first: adapted.first,
+        base,
+        max_len: encoder.tokenizer.max_len(),
+    };
+    let mut heldout_acc = None;
+    if !heldout.is_empty() {
+        let texts: Vec<&str> = heldout.iter().map(|r| r.0.as_str()).collect();
+        let batch = encoder.tokenizer.batch(&texts).map_err(|e| e.to_string())?;
+        let pred: Vec<usize> = adapted
+            .model
+            .predict(BertInput::from_batch(&batch, &device))
+            .into_data_async()
+            .await
+            .map_err(|e| format!("{e:?}"))?
+            .try_into_vec_as::<i64>()
+            .map_err(|e| format!("{e:?}"))?
+            .into_iter()
+            .map(|p| p as usize)
+            .collect();
+        let gold: Vec<usize> = heldout.iter().map(|r| r.1).collect();
+        heldout_acc = Some((accuracy(&pred, &gold), heldout.len()));
+    }
+    let file = save_task_async(&adapted.model, &meta)
+        .await
+        .map_err(|e| format!("Adapted, but the task could not be written: {e}"))?;
+    let task = TaskInfo {
+        name: meta.name.clone(),
+        labels: meta.labels.len(),
+    };
+    install(adapted.model, meta);
+    Ok((
+        Adapted {
+            task,
+            seconds,
+            heldout: heldout_acc,
+        },
+        file,
+    ))
+}

@@ -1,0 +1,241 @@
+//! The model's worker: a dedicated Web Worker that owns the device and the model, so that
+//! the page's thread only renders. It runs the same wasm module as the page (the page
+//! compiles it once and sends it over); `main` sees that it is in a worker and calls
+//! [`run`]. It brings up the device, loads and verifies the bundle ([`model`], [`fetch`]),
+//! predicts ([`predict`]) and teaches new tasks ([`adapt`]) as the page asks
+//! ([`crate::protocol`]), and tells the page what happens meanwhile: progress, the loss of
+//! each step, a lost WebGPU device, a panic.
+
+use std::cell::{Cell, RefCell};
+
+use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use polytask_core::fewshot::adapt::FewShotModel;
+use polytask_core::io::task_file::TaskMeta;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{JsFuture, spawn_local};
+
+use crate::device::{self, Choice, adapter};
+use crate::protocol::{Call, Event, Reply, Request, Started, TaskInfo};
+use crate::watchdog;
+
+mod adapt;
+pub mod fetch;
+pub mod model;
+mod predict;
+
+use model::{Loaded, load_bundle};
+
+thread_local! {
+    /// The model, once a start has loaded it.
+    static LOADED: RefCell<Option<Loaded>> = const { RefCell::new(None) };
+    /// Set by `Cancel`: the adaptation under way stops after its current step.
+    static CANCEL: Cell<bool> = const { Cell::new(false) };
+}
+
+// The worker's global scope, bound here rather than through web-sys features (adding
+// some rebuilds web-sys and everything above it: wgpu, leptos).
+#[wasm_bindgen]
+extern "C" {
+    /// A dedicated worker's global scope (`self`).
+    pub type Scope;
+
+    #[wasm_bindgen(method, js_name = postMessage, catch)]
+    fn post_message(this: &Scope, message: &JsValue) -> Result<(), JsValue>;
+
+    #[wasm_bindgen(method, setter)]
+    fn set_onmessage(this: &Scope, f: &Function);
+
+    #[wasm_bindgen(method, js_name = setTimeout)]
+    fn set_timeout(this: &Scope, f: &Function, ms: i32) -> JsValue;
+
+    #[wasm_bindgen(method)]
+    pub fn fetch(this: &Scope, url: &str) -> Promise;
+
+    #[wasm_bindgen(method, getter, catch)]
+    pub fn caches(this: &Scope) -> Result<web_sys::CacheStorage, JsValue>;
+}
+
+/// The worker's global scope.
+pub fn scope() -> Scope {
+    js_sys::global().unchecked_into()
+}
+
+/// Whether this wasm instance runs in a worker (the page has a window).
+pub fn in_worker() -> bool {
+    web_sys::window().is_none()
+}
+
+/// The query of the worker script's address: the page passes its own on (`?log=`).
+pub fn location_search() -> String {
+    Reflect::get(&js_sys::global(), &"location".into())
+        .and_then(|l| Reflect::get(&l, &"search".into()))
+        .ok()
+        .and_then(|s| s.as_string())
+        .unwrap_or_default()
+}
+
+/// The worker's main: answers the page's calls from now on, and says it is up.
+pub fn run() {
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        let (text, webgpu) = watchdog::describe_panic(info);
+        post(&Event::Panic { text, webgpu }, None);
+    }));
+    let on_message = Closure::<dyn FnMut(JsValue)>::new(|ev: JsValue| {
+        let data = Reflect::get(&ev, &"data".into()).unwrap_or_default();
+        let json = Reflect::get(&data, &"json".into())
+            .ok()
+            .and_then(|j| j.as_string());
+        let bytes = Reflect::get(&data, &"bytes".into())
+            .ok()
+            .and_then(|b| b.dyn_into::<Uint8Array>().ok())
+            .map(|b| b.to_vec());
+        match json.map(|j| serde_json::from_str::<Call>(&j)) {
+            Some(Ok(call)) => {
+                // Cancel at once, not behind the step under way.
+                if matches!(call.request, Request::Cancel) {
+                    CANCEL.set(true);
+                }
+                spawn_local(answer(call, bytes));
+            }
+            Some(Err(e)) => log::error!("the model's worker cannot read a message: {e}"),
+            None => log::error!("the model's worker got a message without JSON"),
+        }
+    });
+    scope().set_onmessage(on_message.as_ref().unchecked_ref());
+    // The worker lives as long as its handler.
+    on_message.forget();
+    adapter::on_device_lost(|why| post(&Event::DeviceLost(why), None));
+    post(&Event::Up, None);
+}
+
+/// Sends `event` to the page, with a task file's bytes beside it.
+pub fn post(event: &Event, bytes: Option<&[u8]>) {
+    let message = Object::new();
+    let json = serde_json::to_string(event).unwrap_or_else(|e| {
+        serde_json::to_string(&Event::Panic {
+            text: format!("the model's worker cannot write a message: {e}"),
+            webgpu: None,
+        })
+        .unwrap_or_default()
+    });
+    let _ = Reflect::set(&message, &"json".into(), &json.into());
+    if let Some(bytes) = bytes {
+        let _ = Reflect::set(&message, &"bytes".into(), &Uint8Array::from(bytes));
+    }
+    if let Err(e) = scope().post_message(&message) {
+        log::error!("the model's worker cannot reach the page: {e:?}");
+    }
+}
+
+/// Lets the worker's event loop run between steps (a macrotask, unlike an awaited resolved
+/// promise): the page's messages (Cancel, a prediction) get in.
+pub async fn yield_now() {
+    let promise = Promise::new(&mut |resolve, _| {
+        scope().set_timeout(&resolve, 0);
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+/// Clones what a call needs from the loaded model (the device work then runs without
+/// holding it), or says that nothing is loaded yet.
+fn with_loaded<T>(f: impl FnOnce(&Loaded) -> T) -> Result<T, String> {
+    LOADED.with_borrow(|l| {
+        l.as_ref()
+            .map(f)
+            .ok_or_else(|| "The model is not loaded yet.".to_string())
+    })
+}
+
+async fn answer(call: Call, bytes: Option<Vec<u8>>) {
+    let (reply, out) = match call.request {
+        Request::Start {
+            choice,
+            bundle_base,
+            webgpu_failure,
+        } => {
+            let started = start(choice, &bundle_base, webgpu_failure).await;
+            (Reply::Started(started), None)
+        }
+        Request::Predict { text } => (Reply::Predicted(predict::predict_all(&text).await), None),
+        Request::Adapt(request) => {
+            CANCEL.set(false);
+            match adapt::teach(request).await {
+                Ok((adapted, file)) => (Reply::Adapted(Ok(adapted)), Some(file)),
+                Err(e) => (Reply::Adapted(Err(e)), None),
+            }
+        }
+        Request::Cancel => (Reply::Done, None),
+        Request::LoadTask { file_name } => {
+            let loaded = match bytes {
+                Some(bytes) => load_task(&bytes, &file_name),
+                None => Err(format!("{file_name}: no bytes came with it")),
+            };
+            (Reply::TaskLoaded(loaded), None)
+        }
+        Request::DropTask { name } => {
+            LOADED.with_borrow_mut(|l| {
+                if let Some(l) = l.as_mut() {
+                    l.tasks.retain(|(_, m)| m.name != name);
+                }
+            });
+            (Reply::Done, None)
+        }
+        Request::LoseDevice => {
+            adapter::lose_devices();
+            (Reply::Done, None)
+        }
+    };
+    post(&Event::Reply { id: call.id, reply }, out.as_deref());
+}
+
+/// Brings up the device (and checks it) and loads the bundle.
+async fn start(choice: Choice, bundle_base: &str, webgpu_failure: Option<String>) -> Started {
+    post(&Event::Status("starting…".into()), None);
+    let (device, backend) = device::init_device(choice, webgpu_failure).await;
+    post(&Event::Backend(backend), None);
+    match device::check(&device).await {
+        Ok(v) if (v - 54.0).abs() < 1e-4 => {}
+        Ok(v) => return Started::DeviceCheckFailed(format!("got {v}, expected 54")),
+        Err(e) => return Started::DeviceCheckFailed(e),
+    }
+    post(&Event::Status("loading the model…".into()), None);
+    let progress = |done, total, note| post(&Event::Loading { done, total, note }, None);
+    match load_bundle(bundle_base, &device, progress).await {
+        Ok(loaded) => {
+            let base = loaded.base.clone();
+            LOADED.set(Some(loaded));
+            Started::Ready { base }
+        }
+        Err(e) => Started::BundleFailed(e),
+    }
+}
+
+/// Loads a task file onto the model, in place of a task of the same name.
+fn load_task(bytes: &[u8], file_name: &str) -> Result<TaskInfo, String> {
+    LOADED.with_borrow_mut(|l| {
+        let l = l.as_mut().ok_or("The model is not loaded yet.")?;
+        let (model, meta) = l.load_task(bytes, file_name)?;
+        let info = TaskInfo {
+            name: meta.name.clone(),
+            labels: meta.labels.len(),
+        };
+        l.install_task(model, meta);
+        Ok(info)
+    })
+}
+
+/// Whether the page asked to cancel since the adaptation began.
+fn cancelled() -> bool {
+    CANCEL.get()
+}
+
+/// Adds a taught task to the loaded model.
+fn install(model: FewShotModel, meta: TaskMeta) {
+    LOADED.with_borrow_mut(|l| {
+        if let Some(l) = l.as_mut() {
+            l.install_task(model, meta);
+        }
+    });
+}
