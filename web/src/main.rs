@@ -47,7 +47,22 @@ mod try_it;
 mod watchdog;
 mod worker;
 
+// The static constructors of the module (cubecl's `inventory` registrations), which
+// wasm-ld synthesises. Unless they are exported, wasm-ld wraps every exported function
+// (`NAME.command_export`) to run them first: each call from JavaScript into the module (a
+// closure the browser calls back, a value handed over) ran them again, tens of ms at a
+// time. `build.rs` exports them, so nothing runs them but this call, once.
+#[cfg(target_arch = "wasm32")]
+unsafe extern "C" {
+    fn __wasm_call_ctors();
+}
+
 fn main() {
+    // Before anything else, once per instance (the page's and the worker's).
+    #[cfg(target_arch = "wasm32")]
+    unsafe {
+        __wasm_call_ctors()
+    };
     if worker::in_worker() {
         // The log level travels in the worker script's address (the page passes its query on).
         console_log::init(log_level(&worker::location_search()));
