@@ -8,12 +8,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
-use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Function, Promise, Reflect};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::device::Choice;
+use crate::envelope;
 use crate::protocol::{
     AdaptRequest, Adapted, Call, Event, Reply, Request, Started, TaskInfo, TryResult,
 };
@@ -99,8 +100,7 @@ impl Engine {
         let weak = Rc::downgrade(&inner);
         let on_message = Handler::new(move |ev: JsValue| {
             if let Some(inner) = weak.upgrade() {
-                let data = Reflect::get(&ev, &"data".into()).unwrap_or_default();
-                Engine(inner).receive(&data);
+                Engine(inner).receive(&ev);
             }
         });
         let weak: Weak<Inner> = Rc::downgrade(&inner);
@@ -110,7 +110,12 @@ impl Engine {
                     .ok()
                     .and_then(|m| m.as_string())
                     .unwrap_or_else(|| "it failed to load or stopped".into());
-                Engine(inner).die(format!("the model's worker stopped: {message}"));
+                let why = format!("the model's worker stopped: {message}");
+                let panic = Event::Panic {
+                    text: why.clone(),
+                    webgpu: None,
+                };
+                Engine(inner).die(&why, panic);
             }
         });
         inner
@@ -126,12 +131,9 @@ impl Engine {
         Ok(Engine(inner))
     }
 
-    fn receive(&self, data: &JsValue) {
-        let json = Reflect::get(data, &"json".into())
-            .ok()
-            .and_then(|j| j.as_string())
-            .unwrap_or_default();
-        let event: Event = match serde_json::from_str(&json) {
+    fn receive(&self, message: &JsValue) {
+        let (json, bytes) = envelope::unpack(message);
+        let event: Event = match serde_json::from_str(&json.unwrap_or_default()) {
             Ok(e) => e,
             Err(e) => {
                 log::error!("the page cannot read the worker's message: {e}");
@@ -146,10 +148,6 @@ impl Engine {
                 }
             }
             Event::Reply { id, reply } => {
-                let bytes = Reflect::get(data, &"bytes".into())
-                    .ok()
-                    .and_then(|b| b.dyn_into::<Uint8Array>().ok())
-                    .map(|b| b.to_vec());
                 let pending = self.0.pending.borrow_mut().remove(&id);
                 if let Some(p) = pending {
                     *p.answer.borrow_mut() = Some(Ok((reply, bytes)));
@@ -157,9 +155,7 @@ impl Engine {
                 }
             }
             Event::Panic { .. } => {
-                self.fail_pending("the model's worker stopped (see the error above)");
-                self.0.ended.set(true);
-                (self.0.on_event)(event);
+                self.die("the model's worker stopped (see the error above)", event)
             }
             other => (self.0.on_event)(other),
         }
@@ -171,16 +167,14 @@ impl Engine {
         }
     }
 
-    /// The worker is dead (a script error): say so, as a panic, and fail its calls.
-    fn die(&self, why: String) {
+    /// The worker is dead (it panicked, or a script error): `event` (its panic) goes to the
+    /// page, calls still waiting fail with `why`, later ones at once. Said once.
+    fn die(&self, why: &str, event: Event) {
         if self.0.ended.replace(true) {
             return;
         }
-        self.fail_pending(&why);
-        (self.0.on_event)(Event::Panic {
-            text: why,
-            webgpu: None,
-        });
+        self.fail_pending(why);
+        (self.0.on_event)(event);
     }
 
     fn fail_pending(&self, why: &str) {
@@ -223,11 +217,7 @@ impl Engine {
             },
         );
         let json = serde_json::to_string(&Call { id, request }).map_err(|e| e.to_string())?;
-        let message = Object::new();
-        let _ = Reflect::set(&message, &"json".into(), &json.into());
-        if let Some(bytes) = bytes {
-            let _ = Reflect::set(&message, &"bytes".into(), &Uint8Array::from(bytes));
-        }
+        let message = envelope::pack(&json, bytes);
         if self.0.up.get() {
             self.send(&message);
         } else {

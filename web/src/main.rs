@@ -19,8 +19,9 @@
 //! - [`app`]: the App shell (the worker, restarts), hosting the two boxes;
 //! - [`try_it`], [`teach`] and [`tasks`]: the Try-it, Teach and Your-tasks boxes;
 //! - [`library`]: the task library in IndexedDB;
-//! - [`engine`], [`protocol`] and [`worker`]: the page's handle on the worker, the messages
-//!   between them, and the worker itself (model, bundle, prediction, adaptation);
+//! - [`engine`], [`protocol`], [`envelope`] and [`worker`]: the page's handle on the worker,
+//!   the messages between them and how they travel, and the worker itself (model, bundle,
+//!   prediction, adaptation);
 //! - [`device`]: which device, and the WebGPU workarounds ([`device::adapter`]);
 //! - [`storage`]: what the page keeps in this browser, and downloads;
 //! - [`watchdog`]: WebGPU failures noticed (a silent device, a panic) and reported;
@@ -34,6 +35,7 @@ mod app;
 mod console_log;
 mod device;
 mod engine;
+mod envelope;
 mod examples;
 mod exports;
 mod library;

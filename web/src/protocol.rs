@@ -1,5 +1,5 @@
 //! The messages between the page and the model's worker (`crate::worker`): JSON in a
-//! `{json, bytes}` object, with a task file's bytes beside it (never inside the JSON).
+//! `{json, bytes}` object (`crate::envelope`), with a task file's bytes beside it.
 //!
 //! Plain data, without the browser: the host tests compile it too (`tests/web_text.rs`).
 //!
@@ -8,6 +8,8 @@
 //! progress, a lost device, a panic) as other [`Event`]s.
 
 use polytask_core::eval::predict::Entity;
+use polytask_core::fewshot::adapt::AdaptMode;
+use polytask_core::io::task_file::TaskMeta;
 use serde::{Deserialize, Serialize};
 
 /// Which backend the worker runs on (what it can do: `crate::device`).
@@ -72,8 +74,7 @@ pub struct AdaptRequest {
     pub labels: Vec<String>,
     pub rows: Vec<(String, usize)>,
     pub heldout: Vec<(String, usize)>,
-    /// An `AdaptMode` name (`head`, `adapters`).
-    pub mode: String,
+    pub mode: AdaptMode,
     pub steps: usize,
 }
 
@@ -139,6 +140,15 @@ pub struct TaskInfo {
     pub labels: usize,
 }
 
+impl From<&TaskMeta> for TaskInfo {
+    fn from(meta: &TaskMeta) -> Self {
+        TaskInfo {
+            name: meta.name.clone(),
+            labels: meta.labels.len(),
+        }
+    }
+}
+
 /// A task taught in the worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Adapted {
@@ -184,7 +194,7 @@ mod tests {
                 labels: vec!["a".into(), "b".into()],
                 rows: vec![("x".into(), 0), ("y".into(), 1)],
                 heldout: vec![],
-                mode: "adapters".into(),
+                mode: AdaptMode::Adapters,
                 steps: 10,
             }),
         };

@@ -54,8 +54,13 @@ pub fn forget_task() {
     storage_call("removeItem", &[SAVED_TASK]);
 }
 
+/// Offers a task file as a download, named after its task (`NAME.task.safetensors`).
+pub fn download_task(name: &str, file: &[u8]) -> Result<(), String> {
+    download(&format!("{name}.task.safetensors"), file)
+}
+
 /// Offers `bytes` as a file download.
-pub fn download(name: &str, bytes: &[u8]) -> Result<(), String> {
+fn download(name: &str, bytes: &[u8]) -> Result<(), String> {
     let array = js_sys::Array::new();
     array.push(&js_sys::Uint8Array::from(bytes).buffer());
     let blob =

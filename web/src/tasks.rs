@@ -12,7 +12,8 @@ use polytask_core::io::task_file::rename_task;
 use crate::app::Model;
 use crate::engine::Engine;
 use crate::library::{self, TaskRecord};
-use crate::storage::download;
+use crate::protocol::TaskInfo;
+use crate::storage::download_task;
 use crate::teach::TaskSlot;
 
 /// The library as the page shows it (the records; files are read when needed), its
@@ -65,6 +66,17 @@ impl Library {
     }
 }
 
+/// The task `record` of the library loaded onto the model: what the worker says of it,
+/// and its file.
+async fn load_from_library(
+    engine: &Engine,
+    record: &TaskRecord,
+) -> Result<(TaskInfo, Vec<u8>), String> {
+    let file = library::file(&record.id).await?;
+    let task = engine.load_task(record.name.clone(), &file).await?;
+    Ok((task, file))
+}
+
 /// After a start on `engine` (model base `base`): the page's task onto the new model (the
 /// one taught before a restart), else the newest task of the library for this model; the
 /// task that earlier pages kept in `localStorage` moves into the library first.
@@ -91,14 +103,7 @@ pub async fn after_start(
             .map(|e| format!("the taught task could not move: {e}"));
     }
     let record = library.newest_for(&base)?;
-    let loaded = match library::file(&record.id).await {
-        Ok(file) => engine
-            .load_task(record.name.clone(), &file)
-            .await
-            .map(|t| (t, file)),
-        Err(e) => Err(e),
-    };
-    match loaded {
+    match load_from_library(engine, &record).await {
         Ok((t, file)) => {
             task.say(format!(
                 "restored task \"{}\" ({} labels) from the last visit",
@@ -120,12 +125,9 @@ pub fn TaskLibrary(model: Model, task: TaskSlot, library: Library) -> impl IntoV
 
     let on_use = move |record: TaskRecord| {
         spawn_local(async move {
-            let result = match (model.engine(), library::file(&record.id).await) {
-                (Ok(engine), Ok(file)) => engine
-                    .load_task(record.name.clone(), &file)
-                    .await
-                    .map(|t| (t, file)),
-                (Err(e), _) | (_, Err(e)) => Err(e),
+            let result = match model.engine() {
+                Ok(engine) => load_from_library(&engine, &record).await,
+                Err(e) => Err(e),
             };
             match result {
                 Ok((t, file)) => {
@@ -187,7 +189,7 @@ pub fn TaskLibrary(model: Model, task: TaskSlot, library: Library) -> impl IntoV
     let on_export = move |record: TaskRecord| {
         spawn_local(async move {
             let saved = match library::file(&record.id).await {
-                Ok(file) => download(&format!("{}.task.safetensors", record.name), &file),
+                Ok(file) => download_task(&record.name, &file),
                 Err(e) => Err(e),
             };
             if let Err(e) = saved {

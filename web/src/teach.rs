@@ -8,13 +8,14 @@ use std::rc::Rc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use polytask_core::fewshot::adapt::AdaptMode;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::app::Model;
 use crate::examples::EXAMPLES;
 use crate::library::TaskRecord;
 use crate::protocol::AdaptRequest;
-use crate::storage::download;
+use crate::storage::download_task;
 use crate::tasks::Library;
 use crate::text::{check_task, loss_curve, parse_examples, parse_steps, task_name};
 use crate::try_it::{TryResult, predict_all};
@@ -120,7 +121,7 @@ pub fn Teach(
     let (labels_text, set_labels_text) = signal(String::new());
     let (examples_text, set_examples_text) = signal(String::new());
     let (heldout_text, set_heldout_text) = signal(String::new());
-    let (mode, set_mode) = signal(String::from("head"));
+    let (mode, set_mode) = signal(AdaptMode::Head);
     let (steps, set_steps) = signal(String::from("20"));
     let (adapt_time, set_adapt_time) = signal(String::new());
     let (heldout_result, set_heldout_result) = signal(String::new());
@@ -234,7 +235,7 @@ pub fn Teach(
             return;
         };
         let name = task.name.get_untracked();
-        if let Err(e) = download(&format!("{name}.task.safetensors"), &file) {
+        if let Err(e) = download_task(&name, &file) {
             msg.set(e);
         }
     };
@@ -316,7 +317,12 @@ pub fn Teach(
                 on:input=move |ev| set_heldout_text.set(event_target_value(&ev))></textarea>
             <p>
                 <label>"Adapt "
-                    <select id="mode" on:change=move |ev| set_mode.set(event_target_value(&ev))>
+                    <select id="mode" on:change=move |ev| {
+                        let chosen = event_target_value(&ev);
+                        if let Some(m) = AdaptMode::ALL.into_iter().find(|m| m.name() == chosen) {
+                            set_mode.set(m);
+                        }
+                    }>
                         <option value="head" selected=true>"the head only"</option>
                         <option value="adapters">"adapters + head"</option>
                     </select>

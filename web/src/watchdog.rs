@@ -1,7 +1,8 @@
 //! How the page notices that WebGPU failed and tells the user: a watchdog on each operation
 //! (a device that stops answering), the panic hooks (a kernel error aborts the wasm
-//! instance; the model's worker reports its panics to the page), and the `#panic` box. Either way the failure is remembered
-//! ([`storage::remember_webgpu_failure`]) so that the next load runs on the CPU.
+//! instance; the model's worker reports its panics to the page), and the `#panic` box.
+//! Either way the failure is remembered ([`storage::remember_webgpu_failure`]) so that the
+//! next load runs on the CPU.
 //! A lost device (`GPUDevice.lost`) is handled by the App shell, which restarts on the CPU.
 
 use std::cell::Cell;

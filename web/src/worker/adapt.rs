@@ -4,13 +4,13 @@
 
 use polytask_core::BertInput;
 use polytask_core::eval::metrics::accuracy;
-use polytask_core::fewshot::adapt::{AdaptConfig, AdaptMode, Learner, check_loss};
+use polytask_core::fewshot::adapt::{AdaptConfig, Learner, check_loss};
 use polytask_core::io::task_file::{TASK_FORMAT, TaskMeta, save_task_async};
 
 use super::{cancelled, install, post, with_loaded, yield_now};
 use crate::device::read_f32;
 use crate::page::now_ms;
-use crate::protocol::{AdaptRequest, Adapted, Event, TaskInfo};
+use crate::protocol::{AdaptRequest, Adapted, Event};
 
 /// Adapts the task of `request` on the loaded model with core's adaptation settings
 /// (`AdaptConfig::default()`, as `core-train adapt`) but for what the user chose: the mode
@@ -24,10 +24,6 @@ pub async fn teach(request: AdaptRequest) -> Result<(Adapted, Vec<u8>), String> 
         mode,
         steps,
     } = request;
-    let mode = AdaptMode::ALL
-        .into_iter()
-        .find(|m| m.name() == mode)
-        .ok_or_else(|| format!("no adaptation mode \"{mode}\""))?;
     let (encoder, device, base) =
         with_loaded(|l| (l.encoder.clone(), l.device.clone(), l.base.clone()))?;
     let config = AdaptConfig {
@@ -111,11 +107,7 @@ pub async fn teach(request: AdaptRequest) -> Result<(Adapted, Vec<u8>), String> 
     let file = save_task_async(&adapted.model, &meta)
         .await
         .map_err(|e| format!("Adapted, but the task could not be written: {e}"))?;
-    let task = TaskInfo {
-        name: meta.name.clone(),
-        labels: meta.labels.len(),
-    };
-    install(adapted.model, meta);
+    let task = install(adapted.model, meta)?;
     Ok((
         Adapted {
             task,

@@ -8,7 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Function, Promise, Reflect};
 use polytask_core::fewshot::adapt::FewShotModel;
 use polytask_core::io::task_file::TaskMeta;
 use wasm_bindgen::JsCast;
@@ -16,6 +16,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 
 use crate::device::{self, Choice, adapter};
+use crate::envelope;
 use crate::protocol::{Call, Event, Reply, Request, Started, TaskInfo};
 use crate::watchdog;
 
@@ -83,14 +84,7 @@ pub fn run() {
         post(&Event::Panic { text, webgpu }, None);
     }));
     let on_message = Closure::<dyn FnMut(JsValue)>::new(|ev: JsValue| {
-        let data = Reflect::get(&ev, &"data".into()).unwrap_or_default();
-        let json = Reflect::get(&data, &"json".into())
-            .ok()
-            .and_then(|j| j.as_string());
-        let bytes = Reflect::get(&data, &"bytes".into())
-            .ok()
-            .and_then(|b| b.dyn_into::<Uint8Array>().ok())
-            .map(|b| b.to_vec());
+        let (json, bytes) = envelope::unpack(&ev);
         match json.map(|j| serde_json::from_str::<Call>(&j)) {
             Some(Ok(call)) => {
                 // Cancel at once, not behind the step under way.
@@ -112,7 +106,6 @@ pub fn run() {
 
 /// Sends `event` to the page, with a task file's bytes beside it.
 pub fn post(event: &Event, bytes: Option<&[u8]>) {
-    let message = Object::new();
     let json = serde_json::to_string(event).unwrap_or_else(|e| {
         serde_json::to_string(&Event::Panic {
             text: format!("the model's worker cannot write a message: {e}"),
@@ -120,11 +113,7 @@ pub fn post(event: &Event, bytes: Option<&[u8]>) {
         })
         .unwrap_or_default()
     });
-    let _ = Reflect::set(&message, &"json".into(), &json.into());
-    if let Some(bytes) = bytes {
-        let _ = Reflect::set(&message, &"bytes".into(), &Uint8Array::from(bytes));
-    }
-    if let Err(e) = scope().post_message(&message) {
+    if let Err(e) = scope().post_message(&envelope::pack(&json, bytes)) {
         log::error!("the model's worker cannot reach the page: {e:?}");
     }
 }
@@ -141,11 +130,16 @@ pub async fn yield_now() {
 /// Clones what a call needs from the loaded model (the device work then runs without
 /// holding it), or says that nothing is loaded yet.
 fn with_loaded<T>(f: impl FnOnce(&Loaded) -> T) -> Result<T, String> {
-    LOADED.with_borrow(|l| {
-        l.as_ref()
-            .map(f)
-            .ok_or_else(|| "The model is not loaded yet.".to_string())
-    })
+    LOADED.with_borrow(|l| l.as_ref().map(f).ok_or_else(not_loaded))
+}
+
+/// Changes the loaded model, or says that nothing is loaded yet.
+fn with_loaded_mut<T>(f: impl FnOnce(&mut Loaded) -> T) -> Result<T, String> {
+    LOADED.with_borrow_mut(|l| l.as_mut().map(f).ok_or_else(not_loaded))
+}
+
+fn not_loaded() -> String {
+    "The model is not loaded yet.".to_string()
 }
 
 async fn answer(call: Call, bytes: Option<Vec<u8>>) {
@@ -175,11 +169,8 @@ async fn answer(call: Call, bytes: Option<Vec<u8>>) {
             (Reply::TaskLoaded(loaded), None)
         }
         Request::DropTask { name } => {
-            LOADED.with_borrow_mut(|l| {
-                if let Some(l) = l.as_mut() {
-                    l.tasks.retain(|(_, m)| m.name != name);
-                }
-            });
+            // Nothing loaded: no task to drop.
+            let _ = with_loaded_mut(|l| l.tasks.retain(|(_, m)| m.name != name));
             (Reply::Done, None)
         }
         Request::LoseDevice => {
@@ -214,16 +205,8 @@ async fn start(choice: Choice, bundle_base: &str, webgpu_failure: Option<String>
 
 /// Loads a task file onto the model, in place of a task of the same name.
 fn load_task(bytes: &[u8], file_name: &str) -> Result<TaskInfo, String> {
-    LOADED.with_borrow_mut(|l| {
-        let l = l.as_mut().ok_or("The model is not loaded yet.")?;
-        let (model, meta) = l.load_task(bytes, file_name)?;
-        let info = TaskInfo {
-            name: meta.name.clone(),
-            labels: meta.labels.len(),
-        };
-        l.install_task(model, meta);
-        Ok(info)
-    })
+    let (model, meta) = with_loaded(|l| l.load_task(bytes, file_name))??;
+    install(model, meta)
 }
 
 /// Whether the page asked to cancel since the adaptation began.
@@ -231,11 +214,9 @@ fn cancelled() -> bool {
     CANCEL.get()
 }
 
-/// Adds a taught task to the loaded model.
-fn install(model: FewShotModel, meta: TaskMeta) {
-    LOADED.with_borrow_mut(|l| {
-        if let Some(l) = l.as_mut() {
-            l.install_task(model, meta);
-        }
-    });
+/// Adds a task to the loaded model, in place of one of the same name.
+fn install(model: FewShotModel, meta: TaskMeta) -> Result<TaskInfo, String> {
+    let info = TaskInfo::from(&meta);
+    with_loaded_mut(|l| l.install_task(model, meta))?;
+    Ok(info)
 }

@@ -19,7 +19,7 @@ pub struct Loaded {
     pub base: String,
     /// The bundle's multi-task heads (sentence and token tasks) on the same encoder.
     pub multitask: Option<MultiTaskModel>,
-    /// Bundled few-shot tasks, then the one taught in the page (if any).
+    /// Bundled few-shot tasks, then those taught or loaded in the page.
     pub tasks: Vec<(FewShotModel, TaskMeta)>,
 }
 
