@@ -36,11 +36,17 @@ const STARTS = [
   // CPU, and offers WebGPU.
   { mode: 'webgpu', query: '', backend: 'cpu', says: /the WebGPU adapter is a software one \(.*swiftshader.*\)/ },
   { mode: 'webgpu', query: '?backend=webgpu', backend: 'webgpu', says: /WebGPU \(burn wgpu\) on a software adapter/ },
-  { mode: 'cpu', query: '', backend: 'cpu', says: /this browser gives no WebGPU adapter/ },
+  // Without WebGPU: the CPU on threads (the site's service worker makes the page
+  // cross-origin isolated), or on one thread when asked, or when shared memory cannot be
+  // had (service workers blocked, as a browser or a policy may).
+  { mode: 'cpu', query: '', backend: 'cpu', says: /\(burn flex, \d+ threads, SIMD\); this browser gives no WebGPU adapter$/ },
+  { mode: 'cpu', query: '?threads=0', backend: 'cpu', says: /\(burn flex, 1 thread, SIMD\); this browser gives no WebGPU adapter; one thread: asked for by \?threads=0/ },
+  { mode: 'cpu', query: '', noServiceWorker: true, backend: 'cpu', says: /1 thread, SIMD\).*; one thread: the page is not cross-origin isolated, and its service worker did not install/ },
 ];
-for (const { mode, query, backend: want, says } of STARTS) {
-  test(`page starts from a sub-path: ${mode} browser, ${query || 'no choice'} -> ${want}`, async () => {
-    const b = await launch(mode);
+for (const { mode, query, noServiceWorker, backend: want, says } of STARTS) {
+  const what = `${query || 'no choice'}${noServiceWorker ? ', service workers blocked' : ''}`;
+  test(`page starts from a sub-path: ${mode} browser, ${what} -> ${want}`, async () => {
+    const b = await launch(mode, { serviceWorkers: noServiceWorker ? 'block' : 'allow' });
     try {
       await b.page.goto(site.url + query);
       await b.page.waitForFunction(
@@ -48,7 +54,7 @@ for (const { mode, query, backend: want, says } of STARTS) {
         null, { timeout: 120_000 });
       const status = await b.page.textContent('#status');
       const backend = await b.page.getAttribute('#backend', 'data-backend');
-      await b.page.screenshot({ path: path.join(ARTIFACTS, `start-${mode}-${want}.png`) });
+      await b.page.screenshot({ path: path.join(ARTIFACTS, `start-${mode}-${want}${query}${noServiceWorker ? '-nosw' : ''}.png`) });
       // Past the device check: the page goes on to load the model bundle.
       assert.ok(['loading the model…', 'ready', 'bundle failed'].includes(status),
         `status: ${status}; errors: ${b.errors.join('\n')}`);

@@ -12,14 +12,16 @@ const BASE_FLAGS = [
   '--disable-component-update', '--disable-sync', '--disable-quic',
 ];
 
-/** `webgpu`: a software WebGPU adapter (SwiftShader); `cpu`: no WebGPU at all. */
-export async function launch(mode) {
+/** `webgpu`: a software WebGPU adapter (SwiftShader); `cpu`: no WebGPU at all.
+ *  `serviceWorkers: 'block'`: the page cannot install its service worker. */
+export async function launch(mode, { serviceWorkers = 'allow' } = {}) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'polytask-chromium-'));
   const args = [...BASE_FLAGS];
   if (mode === 'webgpu') args.push('--enable-unsafe-webgpu');
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
+    serviceWorkers,
     args,
   });
   const page = context.pages()[0] ?? (await context.newPage());

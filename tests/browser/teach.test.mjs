@@ -6,8 +6,10 @@
 // accuracy well above chance), finds it again after a reload (kept in localStorage), saves
 // it and loads it back with identical predictions, and shows clear messages for bad input
 // and a damaged bundle.
-// On both backends: WebGPU (software adapter, asked for with ?backend=webgpu) and CPU (no
-// WebGPU); and a WebGPU device lost mid-run.
+// On every path: WebGPU (software adapter, asked for with ?backend=webgpu: the model's
+// worker runs the single-threaded flavour of the wasm), the CPU on threads (no WebGPU; the
+// page made cross-origin isolated by its service worker runs the threaded flavour) and
+// the CPU on one thread (?threads=0); and a WebGPU device lost mid-run.
 // Needs POLYTASK_MODEL_DIR and a built core-train (cargo build) and site (bash scripts/build-web.sh).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -71,6 +73,12 @@ async function ready(page) {
   return page.textContent('#status');
 }
 
+// The threads the page's CPU backend should start here (web/src/text.rs, `pool_size`).
+async function poolSize(page) {
+  const cpus = await page.evaluate(() => navigator.hardwareConcurrency || 0);
+  return cpus === 0 ? 2 : Math.min(cpus, 8);
+}
+
 async function predictions(page, text, button = '#try-btn', input = '#try-text') {
   await page.fill(input, text);
   await page.click(button);
@@ -91,8 +99,16 @@ async function predictions(page, text, button = '#try-btn', input = '#try-text')
   })));
 }
 
-for (const mode of ['webgpu', 'cpu']) {
-  test(`teach a task in the page on ${mode}`, { skip: SKIP, timeout: 2_400_000 }, async () => {
+// `cpu`: as a visitor without WebGPU gets the page (threads); `cpu-1`: one thread.
+const PATHS = {
+  webgpu: { browser: 'webgpu', query: '?backend=webgpu', backend: 'webgpu', threads: '1' },
+  cpu: { browser: 'cpu', query: '', backend: 'cpu', threads: 'pool' },
+  'cpu-1': { browser: 'cpu', query: '?threads=0', backend: 'cpu', threads: '1' },
+};
+
+for (const [name, path_] of Object.entries(PATHS)) {
+  const mode = path_.browser;
+  test(`teach a task in the page on ${name}`, { skip: SKIP, timeout: 2_400_000 }, async () => {
     const b = await launch(mode);
     // Software WebGPU (SwiftShader) compiles every kernel on first use: slow, not stuck.
     b.page.setDefaultTimeout(mode === 'webgpu' ? 1_200_000 : 120_000);
@@ -100,9 +116,14 @@ for (const mode of ['webgpu', 'cpu']) {
     try {
       let t0 = Date.now();
       // The page would pick the CPU over a software adapter; the test asks for WebGPU.
-      await b.page.goto(site.url + (mode === 'webgpu' ? '?backend=webgpu' : ''));
+      await b.page.goto(site.url + path_.query);
       assert.equal(await ready(b.page), 'ready', `errors: ${b.errors.join('\n')}; ${await b.page.textContent('#error')}`);
-      assert.equal(await b.page.getAttribute('#backend', 'data-backend'), mode);
+      assert.equal(await b.page.getAttribute('#backend', 'data-backend'), path_.backend);
+      const threads = await b.page.getAttribute('#backend', 'data-threads');
+      assert.equal(threads, path_.threads === 'pool' ? String(await poolSize(b.page)) : path_.threads,
+        await b.page.textContent('#backend'));
+      if (name === 'cpu-1') assert.match(await b.page.textContent('#backend'), /1 thread, SIMD.*one thread: asked for by \?threads=0/);
+      timings.threads = Number(threads);
 
       // Native and browser predictions of the bundled tasks agree.
       for (const [i, s] of SENTENCES.entries()) {
@@ -200,7 +221,7 @@ for (const mode of ['webgpu', 'cpu']) {
       assert.ok(acc >= 0.7, `held-out accuracy ${acc} (chance 0.2)`);
       const points = (await b.page.getAttribute('#loss-curve polyline', 'points')).split(' ');
       assert.equal(points.length, 10, 'one loss point per step');
-      await b.page.screenshot({ path: path.join(ARTIFACTS, `adapted-${mode}.png`), fullPage: true });
+      await b.page.screenshot({ path: path.join(ARTIFACTS, `adapted-${name}.png`), fullPage: true });
 
       // The taught task classifies new text; saved and loaded again, it predicts the same.
       const before = (await predictions(b.page, 'book a flight to berlin for next monday', '#classify', '#classify-text'))
@@ -227,7 +248,7 @@ for (const mode of ['webgpu', 'cpu']) {
         assert.ok(!tasks.includes('never-finished') && tasks.includes('travel'), JSON.stringify(tasks));
       }
       const [download] = await Promise.all([b.page.waitForEvent('download'), b.page.click('#save')]);
-      const saved = path.join(os.tmpdir(), `polytask-task-${mode}.safetensors`);
+      const saved = path.join(os.tmpdir(), `polytask-task-${name}.safetensors`);
       await download.saveAs(saved);
       t0 = Date.now();
       await b.page.reload();
@@ -262,7 +283,7 @@ for (const mode of ['webgpu', 'cpu']) {
       assert.equal(await ready(b.page), 'ready');
       assert.deepEqual(await listed(), []);
       assert.equal(await b.page.textContent('#teach-msg'), '');
-      console.log(`# ${mode} timings: ${JSON.stringify(timings)}`);
+      console.log(`# ${name} timings: ${JSON.stringify(timings)}`);
       assert.deepEqual(b.errors, []);
     } finally {
       await b.close();

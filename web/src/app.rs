@@ -6,7 +6,7 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::device::{Backend, Choice};
+use crate::device::{self, Backend, Choice, threads};
 use crate::engine::Engine;
 use crate::page::query_param;
 use crate::protocol::{Event, Started};
@@ -74,7 +74,13 @@ pub fn App() -> impl IntoView {
             }
             set_status.set(s);
         }
-        Event::Backend(b) => {
+        Event::Backend(mut b) => {
+            if b.label == "cpu"
+                && b.threads == 1
+                && let Some(why) = crate::page::single_thread_why()
+            {
+                b.detail = format!("{}; one thread: {why}", b.detail);
+            }
             check_guard.set_value(Some(Watchdog::arm(b.patience_s(), "the device check")));
             set_backend.set(Some(b));
         }
@@ -97,28 +103,44 @@ pub fn App() -> impl IntoView {
         Event::Up | Event::Reply { .. } => {}
     };
 
-    let bundle_base = bundle_base(query_param("bundle"));
+    let bundle_base = crate::page::absolute(&bundle_base(query_param("bundle")));
 
     // Start (or restart on another backend): a fresh worker brings up the device, checks
     // it and loads the bundle; then the page's task (or the newest of the library).
+    // Each start counts: a start that finds a later one begun meanwhile gives way to it.
+    let starts = StoredValue::new_local(0u64);
     let start = move |choice: Choice| {
         let bundle_base = bundle_base.clone();
         set_status.set("starting…".into());
         set_error.set(String::new());
         watchdog::new_device();
-        let engine = match Engine::spawn(on_event) {
-            Ok(e) => e,
-            Err(e) => {
-                model.replace(None);
-                set_status.set(format!("the model's worker could not start: {e}"));
+        model.replace(None);
+        starts.update_value(|n| *n += 1);
+        let this_start = starts.get_value();
+        spawn_local(async move {
+            let webgpu_failure = storage::webgpu_failure();
+            // The threaded flavour has no WebGPU: the model's worker then runs the
+            // single-threaded one, if WebGPU is what the start will take.
+            let webgpu = threads::threaded()
+                && device::webgpu_adapter(choice, webgpu_failure.clone())
+                    .await
+                    .is_ok();
+            let engine = Engine::spawn(webgpu, on_event).await;
+            if starts.get_value() != this_start {
+                if let Ok(e) = engine {
+                    e.end();
+                }
                 return;
             }
-        };
-        model.replace(Some(engine.clone()));
-        spawn_local(async move {
-            let started = engine
-                .start(choice, bundle_base, storage::webgpu_failure())
-                .await;
+            let engine = match engine {
+                Ok(e) => e,
+                Err(e) => {
+                    set_status.set(format!("the model's worker could not start: {e}"));
+                    return;
+                }
+            };
+            model.replace(Some(engine.clone()));
+            let started = engine.start(choice, bundle_base, webgpu_failure).await;
             check_guard.set_value(None);
             match started {
                 Ok(Started::Ready { base }) => {
@@ -170,7 +192,11 @@ pub fn App() -> impl IntoView {
             <p class="tagline">"Multi-task and few-shot NLP, in your browser."</p>
             <p>
                 "Backend: "
-                <strong id="backend" data-backend=move || backend.get().map(|b| b.label).unwrap_or_default()>
+                <strong
+                    id="backend"
+                    data-backend=move || backend.get().map(|b| b.label).unwrap_or_default()
+                    data-threads=move || backend.get().map(|b| b.threads.to_string()).unwrap_or_default()
+                >
                     {move || backend.get().map(|b| b.detail).unwrap_or_else(|| "detecting…".into())}
                 </strong>
                 " "

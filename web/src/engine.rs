@@ -1,5 +1,6 @@
-//! The page's handle on the model's worker ([`crate::worker`]): starts it on the wasm
-//! module the page compiled (`window.polytaskWasm`, set by `index.html`), sends it calls
+//! The page's handle on the model's worker ([`crate::worker`]): starts it on a wasm module
+//! the page compiled (`window.polytaskWasm.pick`, set by `index.html`: the page's own
+//! flavour, or the single-threaded one for WebGPU), sends it calls
 //! and awaits their replies, and hands everything else the worker says to the App shell.
 //! A restart (another backend, a lost device) ends the worker and starts a fresh one, so
 //! nothing of the old device survives; calls still waiting are then answered with an error.
@@ -71,15 +72,26 @@ struct Inner {
 pub struct Engine(Rc<Inner>);
 
 impl Engine {
-    /// Starts a worker on the page's wasm module; `on_event` gets everything it says that
-    /// is not a reply (status, progress, a lost device, a panic).
-    pub fn spawn(on_event: impl Fn(Event) + 'static) -> Result<Engine, String> {
+    /// Starts a worker on the page's wasm module (the single-threaded flavour's when the
+    /// model is to run on WebGPU: `webgpu`); `on_event` gets everything it says that is
+    /// not a reply (status, progress, a lost device, a panic).
+    pub async fn spawn(webgpu: bool, on_event: impl Fn(Event) + 'static) -> Result<Engine, String> {
         let wasm = Reflect::get(&js_sys::global(), &"polytaskWasm".into())
             .ok()
             .filter(|w| w.is_object())
             .ok_or("the page has no window.polytaskWasm (index.html sets it)")?;
-        let module = Reflect::get(&wasm, &"module".into()).unwrap_or_default();
-        let url = Reflect::get(&wasm, &"worker".into())
+        let pick = Reflect::get(&wasm, &"pick".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<Function>().ok())
+            .ok_or("window.polytaskWasm has no pick()")?;
+        let picked = pick
+            .call1(&wasm, &webgpu.into())
+            .map_err(|e| js_text("cannot choose the model's wasm", &e))?;
+        let picked = JsFuture::from(Promise::resolve(&picked))
+            .await
+            .map_err(|e| js_text("cannot compile the model's wasm", &e))?;
+        let module = Reflect::get(&picked, &"module".into()).unwrap_or_default();
+        let url = Reflect::get(&picked, &"worker".into())
             .ok()
             .and_then(|u| u.as_string())
             .ok_or("window.polytaskWasm names no worker script")?;

@@ -1,7 +1,9 @@
 //! Polytask in the browser: a Leptos CSR app on the same core as the native binary.
 //!
 //! The page renders; a Web Worker owns the model (the same wasm module, sent over by the
-//! page: `main` sees which of the two it runs in). The worker brings up a burn device
+//! page: `main` sees which of the two it runs in). Two flavours of this crate
+//! (`web/Cargo.toml`): `threads` runs burn's CPU kernels on a pool of workers over shared
+//! memory ([`device::threads`]), the single-threaded one has WebGPU; `index.html` picks. The worker brings up a burn device
 //! (WebGPU on a hardware adapter, else the CPU backend compiled to wasm with SIMD; the
 //! user can switch, and `?backend=webgpu|cpu` chooses at load), loads a model bundle
 //! (`core-train export`, served beside the page under `bundle/`, or `?bundle=PATH`) with
@@ -60,12 +62,18 @@ unsafe extern "C" {
 }
 
 fn main() {
-    // Before anything else, once per instance (the page's and the worker's).
+    let on_page = !worker::in_worker();
+    if !on_page && !worker::is_model_worker() {
+        // A thread of the CPU backend's pool (the threaded flavour): it shares the model
+        // worker's memory, where the constructors ran; wasm-bindgen-rayon runs its loop.
+        return;
+    }
+    // Before anything else, once per instance (the page's and the model worker's).
     #[cfg(target_arch = "wasm32")]
     unsafe {
         __wasm_call_ctors()
     };
-    if worker::in_worker() {
+    if !on_page {
         // The log level travels in the worker script's address (the page passes its query on).
         console_log::init(log_level(&worker::location_search()));
         worker::run();

@@ -16,3 +16,24 @@ pub fn query_param(name: &str) -> Option<String> {
 pub fn now_ms() -> f64 {
     js_sys::Date::now()
 }
+
+/// Why the page runs the CPU backend on one thread (`window.polytaskWasm.singleThreadWhy`,
+/// set by `index.html`): no cross-origin isolation, `?threads=0`, a build without the
+/// threaded flavour; `None` when the threaded flavour runs.
+pub fn single_thread_why() -> Option<String> {
+    let wasm = js_sys::Reflect::get(&js_sys::global(), &"polytaskWasm".into()).ok()?;
+    js_sys::Reflect::get(&wasm, &"singleThreadWhy".into())
+        .ok()?
+        .as_string()
+}
+
+/// `path` resolved against the page's address. The model's workers resolve relative
+/// addresses against their own script's, which is not beside the page for every flavour
+/// (`threads/`): the page sends them absolute ones.
+pub fn absolute(path: &str) -> String {
+    web_sys::window()
+        .and_then(|w| w.location().href().ok())
+        .and_then(|base| web_sys::Url::new_with_base(path, &base).ok())
+        .map(|u| u.href())
+        .unwrap_or_else(|| path.to_string())
+}

@@ -21,6 +21,8 @@ pub struct Backend {
     pub detail: String,
     /// A software WebGPU adapter (compiles kernels for minutes): the watchdog waits longer.
     pub software: bool,
+    /// Threads of the CPU backend (the threaded flavour's pool; 1 otherwise and on WebGPU).
+    pub threads: usize,
 }
 
 /// The backend asked for (`crate::device`): by the page (`Auto`), by the user's switch,

@@ -170,6 +170,23 @@ pub fn bundle_base(param: Option<String>) -> String {
         .unwrap_or_else(|| "bundle".to_string())
 }
 
+/// The most threads the CPU backend's pool takes (`device::threads`): the model's matrix
+/// products are small (a few sentences at a time), and each thread is a Web Worker.
+// Only the threaded flavour of the wasm starts a pool (`device::threads`).
+#[allow(dead_code)]
+pub const MAX_THREADS: usize = 8;
+
+/// How many threads the CPU backend's pool starts for `hardware_concurrency` logical CPUs
+/// (what the browser says; 0 when it says nothing, then 2): all of them, up to
+/// [`MAX_THREADS`].
+#[allow(dead_code)]
+pub fn pool_size(hardware_concurrency: usize) -> usize {
+    match hardware_concurrency {
+        0 => 2,
+        n => n.min(MAX_THREADS),
+    }
+}
+
 /// Bytes as a string of the characters U+0000–U+00FF (what `btoa` takes; the page only
 /// reads such strings now, `atob`'s, so this is for the tests).
 #[cfg(test)]
@@ -184,6 +201,14 @@ pub fn from_latin1(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pool_takes_every_cpu_up_to_the_cap() {
+        assert_eq!(pool_size(0), 2);
+        assert_eq!(pool_size(1), 1);
+        assert_eq!(pool_size(4), 4);
+        assert_eq!(pool_size(64), MAX_THREADS);
+    }
+
     use super::*;
 
     fn entity(kind: &str, start: usize, end: usize) -> Entity {

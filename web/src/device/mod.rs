@@ -2,7 +2,7 @@
 //! need, else burn's CPU backend compiled to wasm; the user can switch, and
 //! `?backend=webgpu|cpu` chooses at load. The device lives in the model's worker
 //! ([`crate::worker`]); the page sees the [`Backend`]. The WebGPU workarounds are in
-//! [`adapter`].
+//! [`adapter`]; the CPU backend's threads in [`threads`].
 
 use burn::tensor::{Device, Tensor};
 
@@ -10,6 +10,7 @@ pub use crate::protocol::{Backend, Choice};
 use crate::watchdog::{WEBGPU_PATIENCE_S, WEBGPU_SOFTWARE_PATIENCE_S};
 
 pub mod adapter;
+pub mod threads;
 
 impl Backend {
     fn cpu(detail: String) -> Self {
@@ -17,6 +18,7 @@ impl Backend {
             label: "cpu".into(),
             detail: format!("CPU in wasm (burn flex, {}){detail}", cpu_kernels()),
             software: false,
+            threads: threads::count(),
         }
     }
 
@@ -34,13 +36,17 @@ impl Backend {
     }
 }
 
-/// What the CPU backend runs on: one thread, with or without WebAssembly SIMD (the build's
-/// `target-feature`, `.cargo/config.toml`).
-fn cpu_kernels() -> &'static str {
-    if cfg!(target_feature = "simd128") {
-        "1 thread, SIMD"
+/// What the CPU backend runs on: how many threads (the threaded flavour's rayon pool,
+/// [`threads`]), with or without WebAssembly SIMD (the build's `target-feature`).
+fn cpu_kernels() -> String {
+    let simd = if cfg!(target_feature = "simd128") {
+        "SIMD"
     } else {
-        "1 thread, no SIMD"
+        "no SIMD"
+    };
+    match threads::count() {
+        1 => format!("1 thread, {simd}"),
+        n => format!("{n} threads, {simd}"),
     }
 }
 
@@ -59,18 +65,23 @@ impl Choice {
 /// offers `subgroups` and has not failed in this browser before (`webgpu_failure`: why it
 /// did, as the page remembers it); otherwise burn's CPU backend in wasm, saying why.
 pub async fn init_device(choice: Choice, webgpu_failure: Option<String>) -> (Device, Backend) {
-    match webgpu_device(choice, webgpu_failure).await {
+    let webgpu = match webgpu_adapter(choice, webgpu_failure).await {
+        Ok(facts) => webgpu_device(facts).await,
+        Err(why) => Err(why),
+    };
+    match webgpu {
         Ok(webgpu) => webgpu,
         Err(why) => (Device::flex(), Backend::cpu(why)),
     }
 }
 
-/// The WebGPU device for `choice`, or why the page runs on the CPU instead (the text that
-/// follows "cpu" in the backend line).
-async fn webgpu_device(
+/// The WebGPU adapter that `choice` takes, or why the page runs on the CPU instead (the
+/// text that follows "cpu" in the backend line). The page asks it too, before it starts
+/// the worker: only the single-threaded flavour of the wasm has WebGPU.
+pub async fn webgpu_adapter(
     choice: Choice,
     webgpu_failure: Option<String>,
-) -> Result<(Device, Backend), String> {
+) -> Result<adapter::AdapterFacts, String> {
     if choice == Choice::Cpu {
         return Err(", chosen by the user".into());
     }
@@ -98,6 +109,12 @@ async fn webgpu_device(
             facts.name
         ));
     }
+    Ok(facts)
+}
+
+/// The WebGPU device on the adapter `facts` describes.
+#[cfg(feature = "webgpu")]
+async fn webgpu_device(facts: adapter::AdapterFacts) -> Result<(Device, Backend), String> {
     // burn's WebGPU kernels need the adapter's `subgroups` feature (see `adapter.rs`).
     adapter::install_webgpu_hooks();
     let device = Device::wgpu_options()
@@ -115,7 +132,18 @@ async fn webgpu_device(
             label: "webgpu".into(),
             detail,
             software: facts.software,
+            threads: 1,
         },
+    ))
+}
+
+/// The threaded flavour has no WebGPU; the page starts the other flavour's worker when
+/// WebGPU is to be had, so this is said only if that failed.
+#[cfg(not(feature = "webgpu"))]
+async fn webgpu_device(facts: adapter::AdapterFacts) -> Result<(Device, Backend), String> {
+    Err(format!(
+        "; this flavour of the page's wasm (threads) has no WebGPU for {}",
+        facts.name
     ))
 }
 

@@ -67,6 +67,16 @@ pub fn in_worker() -> bool {
     web_sys::window().is_none()
 }
 
+/// Whether this worker is the model's (`worker.js` marks its global scope before it
+/// instantiates the module); the other workers are the threads of the CPU backend's pool
+/// ([`device::threads`]), which share its memory.
+pub fn is_model_worker() -> bool {
+    Reflect::get(&js_sys::global(), &"polytaskModelWorker".into())
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+}
+
 /// The query of the worker script's address: the page passes its own on (`?log=`).
 pub fn location_search() -> String {
     Reflect::get(&js_sys::global(), &"location".into())
@@ -184,6 +194,10 @@ async fn answer(call: Call, bytes: Option<Vec<u8>>) {
 /// Brings up the device (and checks it) and loads the bundle.
 async fn start(choice: Choice, bundle_base: &str, webgpu_failure: Option<String>) -> Started {
     post(&Event::Status("starting…".into()), None);
+    // The threaded flavour's pool, before any tensor work.
+    if let Err(e) = device::threads::start_pool().await {
+        return Started::DeviceCheckFailed(e);
+    }
     let (device, backend) = device::init_device(choice, webgpu_failure).await;
     post(&Event::Backend(backend), None);
     match device::check(&device).await {
