@@ -53,6 +53,9 @@ pub async fn teach(request: AdaptRequest) -> Result<(Adapted, Vec<u8>), String> 
     let mut session = learner
         .session(support, &ids, labels.len())
         .map_err(|e| e.to_string())?;
+    // Where the time goes (`?log=debug`): the frozen blocks and the prototypes, then
+    // the steps.
+    let t_setup = now_ms();
     while !session.is_done() {
         let step = session.steps_done();
         let loss = read_f32(session.step()).await?[0];
@@ -76,7 +79,15 @@ pub async fn teach(request: AdaptRequest) -> Result<(Adapted, Vec<u8>), String> 
     let adapted = session.finish();
     // Wait for the device to finish before stopping the clock.
     let _ = read_f32(adapted.model.head.weight.val().sum()).await?;
-    let seconds = (now_ms() - t0) / 1000.0;
+    let t_end = now_ms();
+    let seconds = (t_end - t0) / 1000.0;
+    log::debug!(
+        "adapted {} examples in {:.0} ms: setup (frozen blocks, prototypes) {:.0} ms, {steps} steps {:.0} ms",
+        rows.len(),
+        t_end - t0,
+        t_setup - t0,
+        t_end - t_setup
+    );
     let meta = TaskMeta {
         format: TASK_FORMAT.into(),
         name,
