@@ -77,6 +77,7 @@ pub async fn load_bundle(
     let config =
         std::str::from_utf8(take("config.json")?).map_err(|e| format!("config.json: {e}"))?;
     let weights = take("model.safetensors")?;
+    let t_fetched = now_ms();
     let (encoder, _) = SentenceEncoder::load(
         ModelFiles {
             config_json: config,
@@ -89,6 +90,7 @@ pub async fn load_bundle(
         device,
     )
     .map_err(|e| e.to_string())?;
+    let t_encoder = now_ms();
     let mut tasks = Vec::new();
     for t in &manifest.tasks {
         let name = format!("tasks/{t}.safetensors");
@@ -110,6 +112,16 @@ pub async fn load_bundle(
     } else {
         None
     };
+    // Where the time goes (`?log=debug`).
+    let t_end = now_ms();
+    log::debug!(
+        "bundle loaded in {:.0} ms: fetched and verified {:.0} ms, encoder (weights, \
+         tokenizer) {:.0} ms, tasks and heads {:.0} ms",
+        t_end - t0,
+        t_fetched - t0,
+        t_encoder - t_fetched,
+        t_end - t_encoder
+    );
     progress(
         total,
         total,
