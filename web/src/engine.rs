@@ -76,10 +76,7 @@ impl Engine {
     /// model is to run on WebGPU: `webgpu`); `on_event` gets everything it says that is
     /// not a reply (status, progress, a lost device, a panic).
     pub async fn spawn(webgpu: bool, on_event: impl Fn(Event) + 'static) -> Result<Engine, String> {
-        let wasm = Reflect::get(&js_sys::global(), &"polytaskWasm".into())
-            .ok()
-            .filter(|w| w.is_object())
-            .ok_or("the page has no window.polytaskWasm (index.html sets it)")?;
+        let wasm = crate::page::polytask_wasm()?;
         let pick = Reflect::get(&wasm, &"pick".into())
             .ok()
             .and_then(|f| f.dyn_into::<Function>().ok())

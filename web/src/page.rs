@@ -21,10 +21,18 @@ pub fn now_ms() -> f64 {
 /// set by `index.html`): no cross-origin isolation, `?threads=0`, a build without the
 /// threaded flavour; `None` when the threaded flavour runs.
 pub fn single_thread_why() -> Option<String> {
-    let wasm = js_sys::Reflect::get(&js_sys::global(), &"polytaskWasm".into()).ok()?;
-    js_sys::Reflect::get(&wasm, &"singleThreadWhy".into())
+    js_sys::Reflect::get(&polytask_wasm().ok()?, &"singleThreadWhy".into())
         .ok()?
         .as_string()
+}
+
+/// `window.polytaskWasm`, which `index.html` sets: the compiled modules, and why the page
+/// runs one thread.
+pub fn polytask_wasm() -> Result<wasm_bindgen::JsValue, String> {
+    js_sys::Reflect::get(&js_sys::global(), &"polytaskWasm".into())
+        .ok()
+        .filter(|w| w.is_object())
+        .ok_or_else(|| "the page has no window.polytaskWasm (index.html sets it)".to_string())
 }
 
 /// `path` resolved against the page's address. The model's workers resolve relative
