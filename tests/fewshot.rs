@@ -524,3 +524,164 @@ fn bundles_predict_like_the_task_file_and_are_checked() {
         stderr(&o)
     );
 }
+
+#[test]
+fn contrastive_pre_fine_tuning_writes_an_encoder_that_adapts_contrastively() {
+    let (dir, model) = setup();
+    let d = dir.path();
+    let (train, _) = class_data(d);
+    let recipe = d.join("contrastive.toml");
+    let out = d.join("ready");
+    let write_recipe = |datasets: &str| {
+        std::fs::write(
+            &recipe,
+            format!(
+                r#"out = "{}"
+init = "{}"
+datasets = [{datasets}]
+val_dataset = ""
+val_every = 1
+[contrastive]
+mode = "adapters"
+layers = 1
+adapter_size = 8
+steps = 3
+lr = 1e-2
+warmup = 1
+classes = 4
+per_class = 2
+"#,
+                out.display(),
+                model.display()
+            ),
+        )
+        .unwrap()
+    };
+    write_recipe(&format!("{:?}", train.display().to_string()));
+    let o = run(&[
+        "contrastive-train",
+        recipe.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(out.join("meta.json")).unwrap()).unwrap();
+    // Steps 0 to 3, each kept (no validation), and the 10 labels named by their file.
+    assert_eq!(meta["history"].as_array().unwrap().len(), 4, "{meta}");
+    assert_eq!(meta["labels"].as_array().unwrap().len(), 10, "{meta}");
+    assert!(
+        meta["labels"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("train/class"),
+        "{meta}"
+    );
+    // Its adapters are in the top block, and adapt (contrastive steps first) takes it.
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let adapters = header
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("encoder.layer.1.") && k.contains(".adapter."))
+        .count();
+    assert_eq!(adapters, 8);
+    let o = adapt(
+        d,
+        &out,
+        "adapters",
+        &["--contrastive-steps", "3", "--temperature", "0.2"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // eval-fewshot adapts contrastively from it, and names the steps in its rows.
+    let (train_s, test_s) = (train.to_str().unwrap(), d.join("test.jsonl"));
+    let ready = format!("ready={}", out.display());
+    let mut args = vec![
+        "eval-fewshot",
+        "--model",
+        model.to_str().unwrap(),
+        "--init",
+        &ready,
+        "--episodes",
+        "2",
+        "--way",
+        "2",
+        "--shot",
+        "2",
+        "--query",
+        "2",
+        "--modes",
+        "head,adapters",
+        "--layers",
+        "1",
+        "--steps",
+        "2",
+        "--contrastive-steps",
+        "2",
+        "--full-way",
+        "2",
+        "--full-way-runs",
+        "1",
+        "--full-way-steps",
+        "2",
+        "--train",
+        train_s,
+        "--test",
+        test_s.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ];
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    let contrastive = table
+        .lines()
+        .filter(|l| l.contains("adapters (top 1) + head, 2 contrastive steps (τ 0.1) + 2 steps"))
+        .count();
+    // 2 encoders × (episodes + full-way); head rows never take contrastive steps.
+    assert_eq!(contrastive, 4, "{table}");
+    assert!(!table.contains("head only, 2 contrastive"), "{table}");
+    // A dataset given as files has no dev split to score full-way on.
+    args.extend(["--full-way-split", "dev"]);
+    let o = run(&args);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("has no dev split"), "{}", stderr(&o));
+
+    // A second run may not replace a directory the program did not write.
+    let mine = d.join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "keep").unwrap();
+    let o = run(&[
+        "contrastive-train",
+        recipe.to_str().unwrap(),
+        "--out",
+        mine.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(!o.status.success());
+    assert_eq!(
+        std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
+        "keep"
+    );
+    // Bad recipes are refused with what is wrong.
+    write_recipe("\"no-such-file.jsonl\"");
+    let o = run(&[
+        "contrastive-train",
+        recipe.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no-such-file.jsonl"), "{}", stderr(&o));
+    write_recipe("");
+    let o = run(&[
+        "contrastive-train",
+        recipe.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(stderr(&o).contains("datasets = []"), "{}", stderr(&o));
+}

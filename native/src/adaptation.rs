@@ -48,6 +48,14 @@ pub struct AdaptFlags {
     /// Logit scale of the prototype head.
     #[arg(long, default_value_t = AdaptConfig::default().scale)]
     pub scale: f64,
+    /// Supervised contrastive steps on the support set before the cross-entropy steps
+    /// (adapters / full; SetFit-style: same-label examples pulled together, the others
+    /// pushed apart; the head is then rebuilt from prototypes).
+    #[arg(long, default_value_t = AdaptConfig::default().contrastive_steps)]
+    pub contrastive_steps: usize,
+    /// Temperature of the contrastive loss.
+    #[arg(long, default_value_t = AdaptConfig::default().temperature)]
+    pub temperature: f64,
     /// Seeds minibatches and dropout.
     #[arg(long, default_value_t = 0)]
     pub adapt_seed: u64,
@@ -64,6 +72,8 @@ impl AdaptFlags {
             layers: self.layers,
             adapter_size: self.adapter_size,
             scale: self.scale,
+            contrastive_steps: self.contrastive_steps,
+            temperature: self.temperature,
             seed: self.adapt_seed,
         }
     }

@@ -145,9 +145,12 @@ pub struct EpisodeData {
     pub split: ClassSplit,
     /// Train split examples.
     pub train: Vec<Labelled>,
+    /// Dev split examples (empty for a dataset given as `--train` and `--test` files).
+    pub dev: Vec<Labelled>,
     /// Test split examples.
     pub test: Vec<Labelled>,
-    /// Every example (train, val and test splits pooled): what episodes draw from.
+    /// Every example (train, dev and test splits pooled, in that order): what episodes
+    /// draw from.
     pub all: Vec<Labelled>,
 }
 
@@ -158,6 +161,66 @@ impl EpisodeData {
     }
 }
 
+/// CLINC150's in-scope sentences of one split ("train", "val" or "test"), each with where
+/// it came from, and the text of its domains file.
+fn clinc_split(data: &DataArgs, split: &str) -> Result<(Vec<Labelled>, String, String)> {
+    let dir = dataset_dir("clinc150", data)?;
+    let (full, full_name) = read_text(&dir.join("data_full.json"))?;
+    let (domains, domains_name) = read_text(&dir.join("domains.json"))?;
+    let examples = formats::parse_clinc(&full, &full_name, split)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| Labelled {
+            text: e.text,
+            label: e.label,
+            at: format!("{full_name} [{split} #{}]", i + 1),
+        })
+        .collect();
+    Ok((examples, domains, domains_name))
+}
+
+/// A known dataset's folder (fetched, or copied from the mirror, on first use).
+fn dataset_dir(name: &str, data: &DataArgs) -> Result<PathBuf> {
+    let data_dir = data
+        .data_dir
+        .clone()
+        .unwrap_or_else(data_fetch::default_data_dir);
+    let mirror = data.mirror.clone().or_else(data_fetch::mirror_from_env);
+    data_fetch::ensure_dataset(name, &data_dir, mirror.as_deref())
+}
+
+/// The intent datasets [`intent_dataset`] knows.
+pub const INTENT_DATASETS: [&str; 3] = ["snips", "atis", "clinc150"];
+
+/// One split ("train", "dev" or "test") of a known intent dataset, its labels prefixed
+/// with the dataset's name (`snips/PlayMusic`) so that datasets never share a class:
+/// SNIPS and ATIS (`seq.in` + `label`; ATIS's multi-intent labels such as
+/// `atis_flight#atis_airfare` are labels of their own) or CLINC150 (in-scope only).
+pub fn intent_dataset(name: &str, split: &str, data: &DataArgs) -> Result<Vec<Labelled>> {
+    let folder_split = match (name, split) {
+        (_, "train" | "test") => split,
+        ("clinc150", "dev") => "val",
+        (_, "dev") => "valid",
+        _ => bail!("split {split:?}: one of train, dev, test"),
+    };
+    let examples = match name {
+        "snips" | "atis" => read_labelled(&dataset_dir(name, data)?.join(folder_split), true)?,
+        "clinc150" => clinc_split(data, folder_split)?.0,
+        _ => bail!(
+            "intent dataset {name:?}: one of {}",
+            INTENT_DATASETS.join(", ")
+        ),
+    };
+    Ok(examples
+        .into_iter()
+        .map(|e| Labelled {
+            label: format!("{name}/{}", e.label),
+            ..e
+        })
+        .collect())
+}
+
 fn clinc(args: &EpisodeDataArgs) -> Result<EpisodeData> {
     let [n_train, n_val, n_test] = args.domains[..] else {
         bail!(
@@ -165,40 +228,20 @@ fn clinc(args: &EpisodeDataArgs) -> Result<EpisodeData> {
             args.domains
         );
     };
-    let data_dir = args
-        .data
-        .data_dir
-        .clone()
-        .unwrap_or_else(data_fetch::default_data_dir);
-    let mirror = args
-        .data
-        .mirror
-        .clone()
-        .or_else(data_fetch::mirror_from_env);
-    let dir = data_fetch::ensure_dataset("clinc150", &data_dir, mirror.as_deref())?;
-    let (full, full_name) = read_text(&dir.join("data_full.json"))?;
-    let (domains, domains_name) = read_text(&dir.join("domains.json"))?;
+    let (train, domains, domains_name) = clinc_split(&args.data, "train")?;
     let groups = formats::parse_clinc_domains(&domains, &domains_name)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let split = ClassSplit::by_groups(&groups, n_train, n_val, n_test, args.split_seed)?;
-    let part = |s: &str| -> Result<Vec<Labelled>> {
-        Ok(formats::parse_clinc(&full, &full_name, s)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| Labelled {
-                text: e.text,
-                label: e.label,
-                at: format!("{full_name} [{s} #{}]", i + 1),
-            })
-            .collect())
-    };
-    let (train, val, test) = (part("train")?, part("val")?, part("test")?);
-    let all = train.iter().chain(&val).chain(&test).cloned().collect();
+    let (dev, test) = (
+        clinc_split(&args.data, "val")?.0,
+        clinc_split(&args.data, "test")?.0,
+    );
+    let all = train.iter().chain(&dev).chain(&test).cloned().collect();
     Ok(EpisodeData {
         name: "CLINC150".into(),
         split,
         train,
+        dev,
         test,
         all,
     })
@@ -234,6 +277,7 @@ pub fn load(args: &EpisodeDataArgs) -> Result<EpisodeData> {
         name: train_path.display().to_string(),
         split,
         train,
+        dev: Vec::new(),
         test,
         all,
     })

@@ -550,11 +550,13 @@ mod tests {
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            let meta = path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("meta-"));
-            // meta-*.toml are meta-training recipes (tested in meta_cmd).
-            if path.extension().is_some_and(|e| e == "toml") && !meta {
+            let other = path.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with("meta-") || n.starts_with("contrastive-")
+            });
+            // meta-*.toml and contrastive-*.toml are recipes of meta-train and
+            // contrastive-train (tested beside those commands).
+            if path.extension().is_some_and(|e| e == "toml") && !other {
                 Recipe::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
                 n += 1;
             }

@@ -116,7 +116,8 @@ pub struct TaskRecord {
     pub labels: Vec<String>,
     /// The `label: text` lines it was taught from; empty for a loaded task file.
     pub examples: String,
-    /// How it was adapted: `head`, `adapters`, `full`; and the number of steps.
+    /// How it was adapted: `head`, `adapters`, `full`, `contrastive + adapters`; and the
+    /// number of steps (all of them).
     pub mode: String,
     pub steps: usize,
     /// When it was kept, ISO 8601 (UTC).
@@ -139,8 +140,8 @@ impl TaskRecord {
             name: meta.name.clone(),
             labels: meta.labels.clone(),
             examples: examples.to_string(),
-            mode: meta.config.mode.name().to_string(),
-            steps: meta.config.steps,
+            mode: crate::text::mode_name(&meta.config),
+            steps: meta.config.contrastive_steps + meta.config.steps,
             date: String::from(js_sys::Date::new_0().to_iso_string()),
             base: meta.base.clone(),
         }

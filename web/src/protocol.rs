@@ -77,7 +77,11 @@ pub struct AdaptRequest {
     pub rows: Vec<(String, usize)>,
     pub heldout: Vec<(String, usize)>,
     pub mode: AdaptMode,
+    /// Cross-entropy steps.
     pub steps: usize,
+    /// Supervised contrastive steps before them (`AdaptConfig::contrastive_steps`).
+    #[serde(default)]
+    pub contrastive_steps: usize,
 }
 
 /// What the worker tells the page.
@@ -198,6 +202,7 @@ mod tests {
                 heldout: vec![],
                 mode: AdaptMode::Adapters,
                 steps: 10,
+                contrastive_steps: 5,
             }),
         };
         let back: Call = serde_json::from_str(&serde_json::to_string(&call).unwrap()).unwrap();

@@ -8,7 +8,6 @@ use std::rc::Rc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use polytask_core::fewshot::adapt::AdaptMode;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::app::Model;
@@ -17,7 +16,9 @@ use crate::library::TaskRecord;
 use crate::protocol::AdaptRequest;
 use crate::storage::download_task;
 use crate::tasks::Library;
-use crate::text::{check_task, loss_curve, parse_examples, parse_steps, task_name};
+use crate::text::{
+    ADAPT_CHOICES, adapt_plan, check_task, loss_curve, parse_examples, parse_steps, task_name,
+};
 use crate::try_it::{TryResult, predict_all};
 use crate::watchdog::Watchdog;
 
@@ -121,7 +122,7 @@ pub fn Teach(
     let (labels_text, set_labels_text) = signal(String::new());
     let (examples_text, set_examples_text) = signal(String::new());
     let (heldout_text, set_heldout_text) = signal(String::new());
-    let (mode, set_mode) = signal(AdaptMode::Head);
+    let (choice, set_choice) = signal(String::from("head"));
     let (steps, set_steps) = signal(String::from("20"));
     let (adapt_time, set_adapt_time) = signal(String::new());
     let (heldout_result, set_heldout_result) = signal(String::new());
@@ -151,14 +152,18 @@ pub fn Teach(
             check_task(&labels, &rows)?;
             let (_, heldout) =
                 parse_examples(&heldout_text.get_untracked(), &labels.join(","), "Held-out")?;
-            let steps = parse_steps(&steps.get_untracked())?;
+            let all_steps = parse_steps(&steps.get_untracked())?;
+            let (mode, contrastive_steps, steps) =
+                adapt_plan(&choice.get_untracked(), all_steps)
+                    .ok_or_else(|| format!("Adapt: no choice {:?}.", choice.get_untracked()))?;
             Ok(AdaptRequest {
                 name: task_name(&name.get_untracked()),
                 labels,
                 rows,
                 heldout,
-                mode: mode.get_untracked(),
+                mode,
                 steps,
+                contrastive_steps,
             })
         });
         let request = match parsed.and_then(|r| Ok((model.engine()?, r))) {
@@ -172,7 +177,7 @@ pub fn Teach(
         let examples = examples_text.get_untracked();
         busy.set(true);
         msg.set(String::new());
-        live.begin(request.steps);
+        live.begin(request.contrastive_steps + request.steps);
         set_heldout_result.set(String::new());
         set_adapt_time.set(String::new());
         let guard = Watchdog::arm(patience.get_untracked(), "the adaptation");
@@ -317,14 +322,10 @@ pub fn Teach(
                 on:input=move |ev| set_heldout_text.set(event_target_value(&ev))></textarea>
             <p>
                 <label>"Adapt "
-                    <select id="mode" on:change=move |ev| {
-                        let chosen = event_target_value(&ev);
-                        if let Some(m) = AdaptMode::ALL.into_iter().find(|m| m.name() == chosen) {
-                            set_mode.set(m);
-                        }
-                    }>
-                        <option value="head" selected=true>"the head only"</option>
-                        <option value="adapters">"adapters + head"</option>
+                    <select id="mode" on:change=move |ev| set_choice.set(event_target_value(&ev))>
+                        {ADAPT_CHOICES.iter().map(|&(value, text)| view! {
+                            <option value=value selected=move || choice.get() == value>{text}</option>
+                        }).collect_view()}
                     </select>
                 </label>
                 <label>" steps " <input id="steps" type="number" min="0" max="1000" prop:value=move || steps.get()

@@ -2,7 +2,7 @@
 //! with the rest of the crate, and its unit tests run there: `cargo test -p polytask-web`.
 
 use polytask_core::eval::predict::Entity;
-use polytask_core::fewshot::adapt::validate_support;
+use polytask_core::fewshot::adapt::{AdaptConfig, AdaptMode, validate_support};
 
 /// `text` split at the entities' character spans: `(piece, entity)` in order. An entity
 /// that overlaps the one before it is skipped; spans past the end are cut to the text.
@@ -104,6 +104,35 @@ pub fn parse_steps(text: &str) -> Result<usize, String> {
     match text.trim().parse() {
         Ok(n) if n <= MAX_STEPS => Ok(n),
         _ => Err(format!("Steps: a whole number from 0 to {MAX_STEPS}.")),
+    }
+}
+
+/// The choices of the page's "Adapt" menu: (value, what it says).
+pub const ADAPT_CHOICES: [(&str, &str); 3] = [
+    ("head", "the head only"),
+    ("adapters", "adapters + head"),
+    ("contrastive", "contrastive, then adapters + head"),
+];
+
+/// What the "Adapt" choice `choice` and the steps box `steps` ask for: the mode, the
+/// contrastive steps and the cross-entropy steps. `contrastive` spends half of the steps
+/// (rounded down) on the supervised contrastive loss over the examples, the rest on the
+/// head and adapters as `adapters` does: the same number of steps, at about the same cost.
+pub fn adapt_plan(choice: &str, steps: usize) -> Option<(AdaptMode, usize, usize)> {
+    match choice {
+        "head" => Some((AdaptMode::Head, 0, steps)),
+        "adapters" => Some((AdaptMode::Adapters, 0, steps)),
+        "contrastive" => Some((AdaptMode::Adapters, steps / 2, steps - steps / 2)),
+        _ => None,
+    }
+}
+
+/// How a task was adapted, as the library lists it.
+pub fn mode_name(config: &AdaptConfig) -> String {
+    if config.contrastive_steps > 0 {
+        format!("contrastive + {}", config.mode.name())
+    } else {
+        config.mode.name().to_string()
     }
 }
 
@@ -380,6 +409,30 @@ mod tests {
             "Label \"music\" has no example; every label needs at least one."
         );
         assert_eq!(check_task(&strings(&["a", "b"]), &rows(&[1, 0])), Ok(()));
+    }
+
+    #[test]
+    fn every_adapt_choice_has_a_plan_and_contrastive_splits_the_steps() {
+        for (value, _) in ADAPT_CHOICES {
+            let (_, c, ce) = adapt_plan(value, 21).unwrap();
+            assert_eq!(c + ce, 21, "{value}");
+        }
+        assert_eq!(adapt_plan("head", 20), Some((AdaptMode::Head, 0, 20)));
+        assert_eq!(
+            adapt_plan("contrastive", 20),
+            Some((AdaptMode::Adapters, 10, 10))
+        );
+        assert_eq!(
+            adapt_plan("contrastive", 1),
+            Some((AdaptMode::Adapters, 0, 1))
+        );
+        assert_eq!(adapt_plan("full", 20), None);
+        let config = AdaptConfig {
+            contrastive_steps: 10,
+            ..AdaptConfig::default()
+        };
+        assert_eq!(mode_name(&config), "contrastive + adapters");
+        assert_eq!(mode_name(&AdaptConfig::default()), "adapters");
     }
 
     #[test]

@@ -8,7 +8,12 @@
 //! ```
 //!
 //! What adapts ([`AdaptMode`]): the head only; bottleneck adapters in the top `layers`
-//! blocks plus the head; or the whole top `layers` blocks plus the head. Everything else is
+//! blocks plus the head; or the whole top `layers` blocks plus the head. With
+//! `contrastive_steps` (adapters and full modes) the adapting blocks first learn from the
+//! support set alone with the supervised contrastive loss, as SetFit and CPFT do
+//! (same-label examples pulled together, the others pushed apart; two dropout views of each
+//! example where a class has only one), then the head is rebuilt from the prototypes of the new features and the
+//! cross-entropy steps follow. Everything else is
 //! frozen: it gets no gradient and no optimizer state, and is bit-identical afterwards.
 //! Because the frozen bottom of the encoder never changes, its output is computed once
 //! per task and only the adapting top runs in each step; head-only adaptation therefore
@@ -31,7 +36,7 @@ use crate::model::bert::{BertInput, BertModel, EncoderOutput};
 use crate::model::params::set_trainable;
 use crate::model::pooling::{l2_normalize, mean_pool};
 use crate::rng::Rng;
-use crate::train::loss::cross_entropy;
+use crate::train::loss::{cross_entropy, supervised_contrastive};
 use crate::train::optim::{AdamW, AdamWConfig};
 
 /// Which parameters adapt to a new task.
@@ -77,6 +82,13 @@ pub struct AdaptConfig {
     pub adapter_size: usize,
     /// Logit scale `s` of the prototype head (a cosine-softmax temperature).
     pub scale: f64,
+    /// Supervised contrastive steps on the support set before the `steps` cross-entropy
+    /// steps (adapters and full modes; 0: none). Each takes class-balanced examples (two
+    /// dropout views of each where a class has only one); the head is rebuilt from
+    /// prototypes after them.
+    pub contrastive_steps: usize,
+    /// Temperature τ of the contrastive loss.
+    pub temperature: f64,
     /// Seeds the minibatch order and dropout.
     pub seed: u64,
 }
@@ -94,6 +106,8 @@ impl Default for AdaptConfig {
             layers: 2,
             adapter_size: 32,
             scale: 10.0,
+            contrastive_steps: 0,
+            temperature: 0.1,
             seed: 0,
         }
     }
@@ -122,6 +136,21 @@ impl AdaptConfig {
                 "scale",
                 self.scale.to_string(),
                 "must be a finite number > 0",
+            );
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(
+                "temperature",
+                self.temperature.to_string(),
+                "must be a finite number > 0",
+            );
+        }
+        if self.mode == AdaptMode::Head && self.contrastive_steps > 0 {
+            return bad(
+                "contrastive_steps",
+                self.contrastive_steps.to_string(),
+                "needs weights below the head to adapt: mode adapters or full (the head mode \
+                 has none)",
             );
         }
         if self.batch_size == 0 {
@@ -261,7 +290,7 @@ pub fn validate_support(labels: &[usize], n_way: usize, names: Option<&[String]>
 }
 
 /// Rows `idx` of cached encoder states.
-fn select_rows(states: &EncoderOutput, idx: &[usize]) -> EncoderOutput {
+pub(crate) fn select_rows(states: &EncoderOutput, idx: &[usize]) -> EncoderOutput {
     let device = states.mask.device();
     let n = idx.len();
     let idx: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
@@ -278,7 +307,7 @@ fn targets(labels: &[usize], device: &burn::tensor::Device) -> Tensor<1, Int> {
 }
 
 /// States on a plain device moved onto its autodiff counterpart (as constants).
-fn to_autodiff(states: EncoderOutput) -> EncoderOutput {
+pub(crate) fn to_autodiff(states: EncoderOutput) -> EncoderOutput {
     EncoderOutput {
         last_hidden_state: Tensor::from_inner(states.last_hidden_state),
         mask: Tensor::from_inner(states.mask),
@@ -366,7 +395,7 @@ impl Learner {
         mut on_step: impl FnMut(usize, f32),
     ) -> Result<Adapted> {
         let mut session = self.session(support.clone(), labels, n_way)?;
-        let mut losses = Vec::with_capacity(self.config.steps);
+        let mut losses = Vec::with_capacity(session.total_steps());
         while !session.is_done() {
             let step = session.steps_done();
             let value = session.step().into_scalar::<f32>();
@@ -397,6 +426,20 @@ impl Learner {
             &self.config,
         )
     }
+}
+
+/// The optimizer of an adaptation: AdamW without weight decay, clipped at norm 1, the
+/// head at its own learning rate.
+fn optimizer(config: &AdaptConfig) -> AdamW {
+    let mut optimizer = AdamW::new(AdamWConfig {
+        weight_decay: 0.0,
+        max_grad_norm: Some(1.0),
+        head_lr_scale: config.head_lr / config.lr,
+        ..Default::default()
+    });
+    // Clipping on the device: no synchronous read-back (WebGPU in the browser).
+    optimizer.read_back = false;
+    optimizer
 }
 
 /// The divergence check of every adaptation loop: `Err` when the support loss read
@@ -447,6 +490,10 @@ pub struct AdaptSession {
     cached: EncoderOutput,
     first: usize,
     labels: Vec<usize>,
+    n_way: usize,
+    /// Whether the head still holds the prototypes of the features before the
+    /// contrastive steps (rebuilt once they are over).
+    stale_head: bool,
     config: AdaptConfig,
     rng: Rng,
     order: Vec<usize>,
@@ -480,25 +527,19 @@ impl AdaptSession {
         let mut model = set_trainable(FewShotModel { bert, head }, |p| {
             is_trainable(p, mode, first)
         });
-        if config.steps > 0 {
+        if config.steps + config.contrastive_steps > 0 {
             let ad = device.autodiff();
             ad.seed(config.seed);
             model = model.fork(&ad).train();
         }
-        let mut optimizer = AdamW::new(AdamWConfig {
-            weight_decay: 0.0,
-            max_grad_norm: Some(1.0),
-            head_lr_scale: config.head_lr / config.lr,
-            ..Default::default()
-        });
-        // Clipping on the device: no synchronous read-back (WebGPU in the browser).
-        optimizer.read_back = false;
         Ok(AdaptSession {
             model,
-            optimizer,
+            optimizer: optimizer(config),
             cached,
             first,
             labels: labels.to_vec(),
+            n_way,
+            stale_head: config.contrastive_steps > 0,
             config: config.clone(),
             rng: Rng::derive(config.seed, 0xada),
             order: (0..batch).collect(),
@@ -511,12 +552,22 @@ impl AdaptSession {
         self.done
     }
 
-    pub fn is_done(&self) -> bool {
-        self.done >= self.config.steps
+    /// All steps: the contrastive ones, then the cross-entropy ones.
+    pub fn total_steps(&self) -> usize {
+        self.config.contrastive_steps + self.config.steps
     }
 
-    /// One step; returns the support loss (`[1]`) of the batch it trained on.
+    pub fn is_done(&self) -> bool {
+        self.done >= self.total_steps()
+    }
+
+    /// One step; returns the support loss (`[1]`) of the batch it trained on: the
+    /// contrastive loss during the first `contrastive_steps`, then the cross-entropy.
     pub fn step(&mut self) -> Tensor<1> {
+        if self.done < self.config.contrastive_steps {
+            return self.contrastive_step();
+        }
+        self.rebuild_head();
         let batch = self.labels.len();
         let rows: Vec<usize> = if batch <= self.config.batch_size {
             self.order.clone()
@@ -537,6 +588,11 @@ impl AdaptSession {
         let device = states.mask.device();
         let logits = self.model.logits_from(self.first, states);
         let loss = cross_entropy(logits, targets(&y, &device));
+        self.update(loss)
+    }
+
+    /// Backward, the optimizer step, and the loss on the plain device.
+    fn update(&mut self, loss: Tensor<1>) -> Tensor<1> {
         let grads = loss.backward();
         let model = self.model.clone();
         self.model = self.optimizer.step(model, grads, self.config.lr).0;
@@ -544,8 +600,78 @@ impl AdaptSession {
         Tensor::from_inner(loss.inner())
     }
 
+    /// One supervised contrastive step: class-balanced support examples through the
+    /// adapting blocks; the head is not used. Where a class has a single example in the
+    /// batch (1-shot), every example runs twice (two dropout views, positives of each
+    /// other); otherwise once, so that a contrastive step costs what a cross-entropy
+    /// step does.
+    fn contrastive_step(&mut self) -> Tensor<1> {
+        let rows = self.balanced_rows();
+        let mut per_class = vec![0usize; self.n_way];
+        for &r in &rows {
+            per_class[self.labels[r]] += 1;
+        }
+        let views: Vec<usize> = if per_class.contains(&1) {
+            rows.iter().chain(&rows).copied().collect()
+        } else {
+            rows
+        };
+        let states = to_autodiff(select_rows(&self.cached, &views));
+        let y: Vec<usize> = views.iter().map(|&r| self.labels[r]).collect();
+        let feats = features(&self.model.bert, self.first, states);
+        let loss = supervised_contrastive(feats, &y, self.config.temperature);
+        self.update(loss)
+    }
+
+    /// Up to `batch_size` support rows with at least two of each class drawn where the
+    /// class has them (every row when the support set fits in a batch): a random batch
+    /// of a 150-way 5-shot support set would hold almost no pair of the same class.
+    fn balanced_rows(&mut self) -> Vec<usize> {
+        let batch = self.labels.len();
+        if batch <= self.config.batch_size {
+            return (0..batch).collect();
+        }
+        let per_class = (self.config.batch_size / self.n_way).max(2);
+        let mut classes: Vec<usize> = (0..self.n_way).collect();
+        self.rng.shuffle(&mut classes);
+        let mut rows = Vec::with_capacity(self.config.batch_size);
+        for class in classes {
+            let mut members: Vec<usize> = (0..batch).filter(|&r| self.labels[r] == class).collect();
+            self.rng.shuffle(&mut members);
+            let take = per_class.min(self.config.batch_size - rows.len());
+            rows.extend(members.into_iter().take(take));
+            if rows.len() >= self.config.batch_size {
+                break;
+            }
+        }
+        rows
+    }
+
+    /// After the contrastive steps: the head from the prototypes of the adapted features,
+    /// and a fresh optimizer for the cross-entropy steps.
+    fn rebuild_head(&mut self) {
+        if !self.stale_head {
+            return;
+        }
+        self.stale_head = false;
+        let plain = self.model.clone().valid();
+        let feats = features(&plain.bert, self.first, self.cached.clone());
+        let head = prototype_head(feats, &self.labels, self.n_way, self.config.scale);
+        let (mode, first) = (self.config.mode, self.first);
+        let model = set_trainable(
+            FewShotModel {
+                bert: plain.bert,
+                head,
+            },
+            |p| is_trainable(p, mode, first),
+        );
+        self.model = model.fork(&self.model.head.weight.device()).train();
+        self.optimizer = optimizer(&self.config);
+    }
+
     /// The adapted model (on the plain device).
-    pub fn finish(self) -> Adapted {
+    pub fn finish(mut self) -> Adapted {
+        self.rebuild_head();
         Adapted {
             model: self.model.valid(),
             first: self.first,
@@ -678,6 +804,79 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn contrastive_steps_lower_their_loss_then_the_head_fits_the_new_features() {
+        let (bert, support, labels, query, query_labels) = setup();
+        for mode in [AdaptMode::Adapters, AdaptMode::Full] {
+            let c = AdaptConfig {
+                contrastive_steps: 12,
+                temperature: 0.5,
+                lr: 5e-2,
+                ..config(mode, 3)
+            };
+            let adapted = adapt(&bert, support.clone(), &labels, 3, &c, |_, _| {}).unwrap();
+            assert_eq!(adapted.losses.len(), 15, "{mode:?}");
+            let contrastive = &adapted.losses[..12];
+            assert!(
+                contrastive[11] < contrastive[0] * 0.9,
+                "{mode:?}: contrastive loss {contrastive:?}"
+            );
+            // The head was rebuilt from the adapted features' prototypes: before its own
+            // steps it classifies as the nearest of those prototypes does.
+            let zero = AdaptConfig {
+                steps: 0,
+                ..c.clone()
+            };
+            let only = adapt(&bert, support.clone(), &labels, 3, &zero, |_, _| {}).unwrap();
+            let m = &only.model;
+            let f = |x: BertInput| features(&m.bert, 0, m.bert.forward_until(x, 0));
+            let protos = prototypes(f(support.clone()), &labels, 3);
+            let by_distance: Vec<i64> = nearest_prototype(f(query.clone()), protos)
+                .try_into_vec_as::<i64>()
+                .unwrap();
+            let by_head: Vec<i64> = m.predict(query.clone()).try_into_vec_as::<i64>().unwrap();
+            assert_eq!(by_head, by_distance, "{mode:?}");
+            let (acc, _) = adapted
+                .model
+                .accuracy(query.clone(), &query_labels)
+                .unwrap();
+            assert!(acc >= 2.0 / 3.0, "{mode:?}: query accuracy {acc}");
+        }
+        // Only weights below the head can learn contrastively.
+        let c = AdaptConfig {
+            contrastive_steps: 2,
+            ..config(AdaptMode::Head, 1)
+        };
+        let e = adapt(&bert, support, &labels, 3, &c, |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("contrastive_steps = 2"), "{e}");
+    }
+
+    #[test]
+    fn contrastive_batches_hold_pairs_of_a_class() {
+        let (bert, support, _, _, _) = setup();
+        // 6 examples, 3 classes, batches of 4: two classes with both their examples.
+        let c = AdaptConfig {
+            batch_size: 4,
+            contrastive_steps: 1,
+            ..config(AdaptMode::Adapters, 0)
+        };
+        let learner = Learner::new(&bert, &c).unwrap();
+        let labels = [0, 1, 2, 0, 1, 2];
+        let mut session = learner
+            .session(learner.frozen(support), &labels, 3)
+            .unwrap();
+        for _ in 0..5 {
+            let rows = session.balanced_rows();
+            assert_eq!(rows.len(), 4, "{rows:?}");
+            let mut classes: Vec<usize> = rows.iter().map(|&r| labels[r]).collect();
+            classes.sort();
+            assert!(
+                classes[0] == classes[1] && classes[2] == classes[3],
+                "{rows:?}"
+            );
+        }
+    }
+
+    #[test]
     fn frozen_parameters_get_no_optimizer_state() {
         let (bert, support, labels, _, _) = setup();
         let c = config(AdaptMode::Adapters, 1);
@@ -757,6 +956,7 @@ pub(crate) mod tests {
             (|c| c.scale = 0.0, "scale = 0"),
             (|c| c.adapter_size = 0, "adapter_size = 0"),
             (|c| c.batch_size = 0, "batch_size = 0"),
+            (|c| c.temperature = 0.0, "temperature = 0"),
             (|c| c.layers = 100, "layers = 100"),
             (|c| c.layers = 0, "layers = 0"),
         ];

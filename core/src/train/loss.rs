@@ -1,4 +1,5 @@
-//! Losses: cross-entropy that ignores padded positions, and the joint multi-task loss
+//! Losses: cross-entropy that ignores padded positions, the supervised contrastive loss of
+//! few-shot work, and the joint multi-task loss
 //!
 //! ```text
 //! static:       L = (1/N) Σ_t λ_t ℓ_t
@@ -11,7 +12,7 @@
 //! `exp(−s_t) = 1 / (2 ℓ_t)`).
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// Mean cross-entropy over the rows whose target is ≥ 0 (negative targets, such as
 /// [`crate::data::features::IGNORE`], are skipped). `logits`: `[n, classes]`, `targets`: `[n]`
@@ -23,6 +24,47 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     let picked = log_softmax(logits, 1).gather(1, safe).reshape([n]);
     let count = valid.clone().sum().clamp_min(1.0);
     -(picked * valid).sum() / count
+}
+
+/// The supervised contrastive loss (Khosla et al. 2020, eq. 2, "L_out"): for each anchor
+/// `i` with at least one positive (another row of its label),
+///
+/// ```text
+/// ℓ_i = −1/|P(i)| Σ_{p∈P(i)} log( exp(z_i·z_p/τ) / Σ_{a≠i} exp(z_i·z_a/τ) )
+/// ```
+///
+/// averaged over those anchors. `features`: `[n, d]`, L2-normalised rows (so `z_i·z_p` is a
+/// cosine); `labels[i]` the class of row `i`; `temperature` τ > 0 → scalar `[1]`. Two
+/// dropout views of one sentence under one label give every anchor a positive (with
+/// a label per sentence this is SimCSE's unsupervised loss). With no anchor that has a
+/// positive the loss is 0.
+pub fn supervised_contrastive(
+    features: Tensor<2>,
+    labels: &[usize],
+    temperature: f64,
+) -> Tensor<1> {
+    let [n, _] = features.dims();
+    assert_eq!(labels.len(), n, "supervised_contrastive: one label per row");
+    let device = features.device();
+    // Positives (same label, not itself) and the self entries to leave out of the softmax.
+    let mut positive = vec![0f32; n * n];
+    let mut itself = vec![0f32; n * n];
+    let mut anchors = vec![0f32; n];
+    for i in 0..n {
+        itself[i * n + i] = -1e4;
+        let p: Vec<usize> = (0..n)
+            .filter(|&j| j != i && labels[j] == labels[i])
+            .collect();
+        for &j in &p {
+            positive[i * n + j] = 1.0 / p.len() as f32;
+        }
+        anchors[i] = f32::from(!p.is_empty());
+    }
+    let n_anchors = anchors.iter().sum::<f32>().max(1.0);
+    let matrix = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [n, n]), &device);
+    let sim = features.clone().matmul(features.transpose()) / temperature + matrix(itself);
+    let log_prob = log_softmax(sim, 1);
+    -(log_prob * matrix(positive)).sum() / n_anchors
 }
 
 /// How task losses are combined.
@@ -83,6 +125,41 @@ mod tests {
         let logits = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 2]), &d);
         let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![-100i64], [1]), &d);
         assert_eq!(scalar(cross_entropy(logits, targets)), 0.0);
+    }
+
+    #[test]
+    fn supervised_contrastive_matches_hand_computation() {
+        let d = Device::flex();
+        // Rows 0 and 1 share a label, row 2 is alone (an anchor without positives).
+        let s = std::f32::consts::FRAC_1_SQRT_2;
+        let f = Tensor::<2>::from_data(TensorData::new(vec![1.0, 0.0, s, s, 0.0, 1.0], [3, 2]), &d);
+        let t = 0.5f32;
+        // Anchor 0: sims to 1 and 2 are s and 0; anchor 1: sims to 0 and 2 are s and s.
+        let l0 = -((s / t).exp() / ((s / t).exp() + 1.0)).ln();
+        let l1 = -(0.5f32).ln();
+        let want = (l0 + l1) / 2.0;
+        let got = scalar(supervised_contrastive(f.clone(), &[4, 4, 7], t as f64));
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // One label per row: no anchor has a positive.
+        assert_eq!(scalar(supervised_contrastive(f, &[0, 1, 2], 0.1)), 0.0);
+    }
+
+    #[test]
+    fn supervised_contrastive_pulls_a_class_together() {
+        let d = Device::flex().autodiff();
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 0.2, 0.2, 1.0, -1.0, 0.1, 0.1, -1.0], [4, 2]),
+            &d,
+        )
+        .require_grad();
+        let labels = [0, 0, 1, 1];
+        let norm = |x: Tensor<2>| crate::model::pooling::l2_normalize(x);
+        let loss = supervised_contrastive(norm(x.clone()), &labels, 0.1);
+        let before = loss.clone().into_scalar::<f32>();
+        let grad = x.grad(&loss.backward()).unwrap();
+        let moved = x.inner() - grad * 0.05;
+        let after = scalar(supervised_contrastive(norm(moved), &labels, 0.1));
+        assert!(after < before, "{before} → {after}");
     }
 
     #[test]

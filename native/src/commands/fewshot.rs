@@ -36,6 +36,13 @@ use polytask_native::episode_data::{self, EpisodeDataArgs, Labelled};
 use polytask_native::model_dir;
 use polytask_native::output;
 
+/// `--full-way-split`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScoreSplit {
+    Dev,
+    Test,
+}
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct FewShotArgs {
     /// Classes per episode.
@@ -69,6 +76,13 @@ pub struct FewShotArgs {
     /// Steps of full-way adaptation (minibatches of --batch-size).
     #[arg(long, default_value_t = 200)]
     pub full_way_steps: usize,
+    /// Contrastive steps of full-way adaptation (default: --contrastive-steps).
+    #[arg(long)]
+    pub full_way_contrastive_steps: Option<usize>,
+    /// The split full-way adaptation is scored on: `test`, or `dev` (CLINC150's val split)
+    /// to choose settings without looking at the test split.
+    #[arg(long, value_enum, default_value_t = ScoreSplit::Test)]
+    pub full_way_split: ScoreSplit,
     #[command(flatten)]
     pub adapt: AdaptFlags,
     /// The pretrained encoder (default: all-MiniLM-L6-v2, fetched if missing).
@@ -106,10 +120,13 @@ fn letter(name: &str) -> &'static str {
 
 /// A method's row label: its name, with its number of steps when it trains.
 fn label(method: &str, config: &AdaptConfig) -> String {
-    if config.steps == 0 {
-        method.to_string()
-    } else {
-        format!("{method}, {} steps", config.steps)
+    match (config.contrastive_steps, config.steps) {
+        (0, 0) => method.to_string(),
+        (0, steps) => format!("{method}, {steps} steps"),
+        (c, steps) => format!(
+            "{method}, {c} contrastive steps (τ {}) + {steps} steps",
+            config.temperature
+        ),
     }
 }
 
@@ -290,17 +307,25 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
     println!("|---|---|---:|---|---:|");
 
     // Full-way supports, drawn once (the same for every method), and the examples whose
-    // frozen states they need: the drawn supports and the test split.
-    let test_offset = data.all.len() - data.test.len();
-    let query: Vec<(usize, usize)> = data
-        .test
+    // frozen states they need: the drawn supports and the scored split.
+    let (scored, offset, split_name) = match args.full_way_split {
+        ScoreSplit::Test => (&data.test, data.all.len() - data.test.len(), "test"),
+        ScoreSplit::Dev => (&data.dev, data.train.len(), "dev"),
+    };
+    if !args.full_way.is_empty() && scored.is_empty() {
+        bail!(
+            "--full-way-split {split_name}: {} has no {split_name} split",
+            data.name
+        );
+    }
+    let query: Vec<(usize, usize)> = scored
         .iter()
         .enumerate()
         .filter_map(|(i, e)| {
             classes
                 .iter()
                 .position(|c| *c == e.label)
-                .map(|k| (test_offset + i, k))
+                .map(|k| (offset + i, k))
         })
         .collect();
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
@@ -350,13 +375,18 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
         if e_idx == 0 {
             let mut c = args.adapt.config(AdaptMode::Head);
             c.steps = 0;
+            c.contrastive_steps = 0;
             methods.push((
                 "(a) nearest prototype, pretrained, no training".to_string(),
                 c,
             ));
         }
         for &mode in &modes {
-            let c = args.adapt.config(mode);
+            let mut c = args.adapt.config(mode);
+            if mode == AdaptMode::Head {
+                // Contrastive steps need weights below the head; the head row is as before.
+                c.contrastive_steps = 0;
+            }
             let what = match mode {
                 AdaptMode::Head => "head only".to_string(),
                 AdaptMode::Adapters => {
@@ -433,6 +463,12 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
                     if config.steps > 0 {
                         config.steps = args.full_way_steps;
                     }
+                    if let (Some(n), true) = (
+                        args.full_way_contrastive_steps,
+                        config.mode != AdaptMode::Head,
+                    ) {
+                        config.contrastive_steps = n;
+                    }
                     // The learner's encoder as is (its adapters kept), with these steps.
                     let full_way = Learner::new(learner.encoder(), &config)?;
                     let (mut accs, mut secs) = (Vec::new(), 0.0);
@@ -447,7 +483,7 @@ pub fn run(args: &FewShotArgs) -> Result<()> {
                         Row {
                             method: label(method, &config),
                             setting: format!(
-                                "{}-way {k_shot}-shot, whole test split ({} examples)",
+                                "{}-way {k_shot}-shot, whole {split_name} split ({} examples)",
                                 classes.len(),
                                 query.len()
                             ),

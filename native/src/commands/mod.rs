@@ -4,6 +4,7 @@
 
 pub mod adapt;
 pub mod bench;
+pub mod contrastive;
 pub mod data;
 pub mod distill;
 pub mod embed;

@@ -14,7 +14,7 @@ use crate::protocol::{AdaptRequest, Adapted, Event};
 
 /// Adapts the task of `request` on the loaded model with core's adaptation settings
 /// (`AdaptConfig::default()`, as `core-train adapt`) but for what the user chose: the mode
-/// and the number of steps. Returns what the page shows and the task file.
+/// and the numbers of steps (contrastive, then cross-entropy). Returns what the page shows and the task file.
 pub async fn teach(request: AdaptRequest) -> Result<(Adapted, Vec<u8>), String> {
     let AdaptRequest {
         name,
@@ -23,14 +23,17 @@ pub async fn teach(request: AdaptRequest) -> Result<(Adapted, Vec<u8>), String> 
         heldout,
         mode,
         steps,
+        contrastive_steps,
     } = request;
     let (encoder, device, base) =
         with_loaded(|l| (l.encoder.clone(), l.device.clone(), l.base.clone()))?;
     let config = AdaptConfig {
         mode,
         steps,
+        contrastive_steps,
         ..AdaptConfig::default()
     };
+    let steps = contrastive_steps + steps;
     let texts: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     let ids: Vec<usize> = rows.iter().map(|r| r.1).collect();
     let batch = encoder.tokenizer.batch(&texts).map_err(|e| e.to_string())?;
