@@ -161,23 +161,36 @@ impl EpisodeData {
     }
 }
 
-/// CLINC150's in-scope sentences of one split ("train", "val" or "test"), each with where
-/// it came from, and the text of its domains file.
-fn clinc_split(data: &DataArgs, split: &str) -> Result<(Vec<Labelled>, String, String)> {
-    let dir = dataset_dir("clinc150", data)?;
-    let (full, full_name) = read_text(&dir.join("data_full.json"))?;
-    let (domains, domains_name) = read_text(&dir.join("domains.json"))?;
-    let examples = formats::parse_clinc(&full, &full_name, split)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| Labelled {
-            text: e.text,
-            label: e.label,
-            at: format!("{full_name} [{split} #{}]", i + 1),
+/// CLINC150's files, read once: `data_full.json` and `domains.json`, each with its name.
+struct ClincFiles {
+    full: (String, String),
+    domains: (String, String),
+}
+
+impl ClincFiles {
+    fn read(data: &DataArgs) -> Result<Self> {
+        let dir = dataset_dir("clinc150", data)?;
+        Ok(ClincFiles {
+            full: read_text(&dir.join("data_full.json"))?,
+            domains: read_text(&dir.join("domains.json"))?,
         })
-        .collect();
-    Ok((examples, domains, domains_name))
+    }
+
+    /// The in-scope sentences of one split ("train", "val" or "test"), each with where it
+    /// came from.
+    fn split(&self, split: &str) -> Result<Vec<Labelled>> {
+        let (full, full_name) = (&self.full.0, &self.full.1);
+        Ok(formats::parse_clinc(full, full_name, split)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| Labelled {
+                text: e.text,
+                label: e.label,
+                at: format!("{full_name} [{split} #{}]", i + 1),
+            })
+            .collect())
+    }
 }
 
 /// A known dataset's folder (fetched, or copied from the mirror, on first use).
@@ -206,7 +219,7 @@ pub fn intent_dataset(name: &str, split: &str, data: &DataArgs) -> Result<Vec<La
     };
     let examples = match name {
         "snips" | "atis" => read_labelled(&dataset_dir(name, data)?.join(folder_split), true)?,
-        "clinc150" => clinc_split(data, folder_split)?.0,
+        "clinc150" => ClincFiles::read(data)?.split(folder_split)?,
         _ => bail!(
             "intent dataset {name:?}: one of {}",
             INTENT_DATASETS.join(", ")
@@ -228,13 +241,14 @@ fn clinc(args: &EpisodeDataArgs) -> Result<EpisodeData> {
             args.domains
         );
     };
-    let (train, domains, domains_name) = clinc_split(&args.data, "train")?;
-    let groups = formats::parse_clinc_domains(&domains, &domains_name)
+    let files = ClincFiles::read(&args.data)?;
+    let groups = formats::parse_clinc_domains(&files.domains.0, &files.domains.1)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let split = ClassSplit::by_groups(&groups, n_train, n_val, n_test, args.split_seed)?;
-    let (dev, test) = (
-        clinc_split(&args.data, "val")?.0,
-        clinc_split(&args.data, "test")?.0,
+    let (train, dev, test) = (
+        files.split("train")?,
+        files.split("val")?,
+        files.split("test")?,
     );
     let all = train.iter().chain(&dev).chain(&test).cloned().collect();
     Ok(EpisodeData {
