@@ -244,6 +244,7 @@ impl Engine {
         bundle_base: String,
         webgpu_failure: Option<String>,
     ) -> Result<Started, String> {
+        crate::page::bundle_prefetched().await;
         let request = Request::Start {
             choice,
             bundle_base,

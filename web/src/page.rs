@@ -35,6 +35,19 @@ pub fn polytask_wasm() -> Result<wasm_bindgen::JsValue, String> {
         .ok_or_else(|| "the page has no window.polytaskWasm (index.html sets it)".to_string())
 }
 
+/// Waits for `index.html`'s head start on the bundle (`polytaskWasm.prefetch`: its files
+/// fetched into the Cache API while the wasm compiled), so that the model's worker does
+/// not download them a second time. Its failures are the worker's to find and report.
+pub async fn bundle_prefetched() {
+    let prefetch = polytask_wasm()
+        .ok()
+        .and_then(|w| js_sys::Reflect::get(&w, &"prefetch".into()).ok());
+    use wasm_bindgen::JsCast;
+    if let Some(p) = prefetch.and_then(|p| p.dyn_into::<js_sys::Promise>().ok()) {
+        let _ = wasm_bindgen_futures::JsFuture::from(p).await;
+    }
+}
+
 /// `path` resolved against the page's address. The model's workers resolve relative
 /// addresses against their own script's, which is not beside the page for every flavour
 /// (`threads/`): the page sends them absolute ones.

@@ -9,9 +9,12 @@
 
 use std::collections::BTreeMap;
 
+use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
-    ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
+    ApplyError, BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleContext,
+    ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore, bridge,
 };
+use burn::tensor::{DType, Shape, TensorData};
 
 use crate::error::{Error, Result};
 use crate::io::safetensors::{RawTensor, parse};
@@ -134,20 +137,79 @@ pub fn convert_floats_where(
     crate::io::safetensors::write(&tensors, &parsed.metadata)
 }
 
-/// `bytes` with any F16 tensors widened to F32 (unchanged, without a copy, otherwise).
-pub fn widen_f16(bytes: Vec<u8>, source: &str) -> Result<Vec<u8>> {
-    let header = read_header(&bytes, source)?;
-    if header.values().any(|i| i.dtype == "F16") {
-        convert_floats(&bytes, FloatWidth::F32, source)
-    } else {
-        Ok(bytes)
+/// How a file's tensors become parameters: PyTorch layouts and names to burn's
+/// ([`PyTorchToBurnAdapter`]), and F16 or BF16 widened to F32, each tensor as it is drawn
+/// (no widened copy of the whole file is made). A linear layer's weight is transposed and
+/// widened in one typed pass: the two adapters chained would copy it twice, the transpose
+/// one byte at a time (a quarter of the load time of the browser's encoder).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FromFile;
+
+pub(crate) fn from_file_adapter() -> FromFile {
+    FromFile
+}
+
+impl ModuleAdapter for FromFile {
+    fn adapt(&self, tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
+        let linear_weight = ctx.module_type() == Some("Struct:Linear")
+            && tensor.name.rsplit('.').next() == Some("weight")
+            && tensor.shape.len() == 2;
+        let dtype = tensor.dtype;
+        if linear_weight && matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+            let (rows, cols) = (tensor.shape[0], tensor.shape[1]);
+            let name = tensor.name.clone();
+            return bridge::map_data(
+                tensor,
+                name,
+                DType::F32,
+                Shape::new([cols, rows]),
+                move |d| {
+                    TensorData::new(
+                        transposed_f32(d.as_bytes(), dtype, rows, cols),
+                        [cols, rows],
+                    )
+                },
+            );
+        }
+        FloatCastAdapter::to(DType::F32).adapt(PyTorchToBurnAdapter.adapt(tensor, ctx), ctx)
+    }
+
+    fn get_alternative_param_name(&self, param_name: &str, container_type: &str) -> Option<String> {
+        PyTorchToBurnAdapter.get_alternative_param_name(param_name, container_type)
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
     }
 }
 
+/// The `[rows, cols]` matrix stored in `bytes` (little-endian F32, F16 or BF16), as F32
+/// in `[cols, rows]` order.
+fn transposed_f32(bytes: &[u8], dtype: DType, rows: usize, cols: usize) -> Vec<f32> {
+    use burn::tensor::{bf16, f16};
+    let value: fn(&[u8], usize) -> f32 = match dtype {
+        DType::F32 => |b, i| f32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().expect("4")),
+        DType::F16 => |b, i| f16::from_le_bytes([b[i * 2], b[i * 2 + 1]]).to_f32(),
+        _ => |b, i| bf16::from_le_bytes([b[i * 2], b[i * 2 + 1]]).to_f32(),
+    };
+    assert_eq!(
+        bytes.len(),
+        rows * cols * dtype.size(),
+        "a {rows}×{cols} {dtype:?} matrix"
+    );
+    let mut out = vec![0f32; rows * cols];
+    // Input rows are read in order; each lands in a column of the output.
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = value(bytes, r * cols + c);
+        }
+    }
+    out
+}
+
 /// Loads a checkpoint's bytes into `model`. `source` names the file in errors. F16
-/// tensors are widened to F32 first.
+/// tensors are widened to F32 as they are loaded.
 pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<LoadReport> {
-    let bytes = widen_f16(bytes, source)?;
     check_finite(&bytes, source)?;
     let header = read_header(&bytes, source)?;
     let prefixed = header.keys().any(|k| k.starts_with("bert."));
@@ -169,7 +231,7 @@ pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<
     add_stored_casing(model, &header, if prefixed { "bert." } else { "" });
 
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
-        .with_from_adapter(PyTorchToBurnAdapter)
+        .with_from_adapter(from_file_adapter())
         .with_key_remapping(r"\.attention\.self\.", ".attention.self_.")
         .validate(false)
         .allow_partial(true);
@@ -256,20 +318,49 @@ pub(crate) fn apply_error_message(error: &ApplyError, hint: &str) -> String {
     }
 }
 
-/// Fails, naming the first tensor, unless every F32 value in the safetensors file `bytes`
-/// is finite: a NaN or infinite weight would make every output NaN without an error.
+/// Fails, naming the first tensor, unless every float value (F32, F16, BF16) in the
+/// safetensors file `bytes` is finite: a NaN or infinite weight would make every output
+/// NaN without an error.
 pub fn check_finite(bytes: &[u8], source: &str) -> Result<()> {
+    use burn::tensor::{bf16, f16};
     let parsed = parse(bytes, source)?;
     for (name, info) in &parsed.tensors {
-        if info.dtype != "F32" {
-            continue;
-        }
-        // Scanned in place: a model's weights are not copied to be checked.
-        let values = parsed
-            .bytes(info)
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")));
-        if let Some((i, v)) = values.enumerate().find(|(_, v)| !v.is_finite()) {
+        // Scanned in place: a model's weights are not copied to be checked. A half
+        // float is not finite when its exponent bits are all ones.
+        let data = parsed.bytes(info);
+        let bad = match info.dtype.as_str() {
+            "F32" => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .position(|v| !v.is_finite())
+                .map(|i| {
+                    (
+                        i,
+                        f32::from_le_bytes(data[i * 4..i * 4 + 4].try_into().expect("4")),
+                    )
+                }),
+            "F16" | "BF16" => {
+                let (mask, bf) = if info.dtype == "F16" {
+                    (0x7c00, false)
+                } else {
+                    (0x7f80, true)
+                };
+                let bits = |c: &[u8]| u16::from_le_bytes(c.try_into().expect("2 bytes"));
+                data.chunks_exact(2)
+                    .position(|c| bits(c) & mask == mask)
+                    .map(|i| {
+                        let b = bits(&data[i * 2..i * 2 + 2]);
+                        let v = if bf {
+                            bf16::from_bits(b).to_f32()
+                        } else {
+                            f16::from_bits(b).to_f32()
+                        };
+                        (i, v)
+                    })
+            }
+            _ => None,
+        };
+        if let Some((i, v)) = bad {
             return Err(checkpoint_error(
                 source,
                 format!(
@@ -766,7 +857,31 @@ mod tests {
             bytes.len()
         );
         let mut loaded = config.init(&device);
-        load_bert(&mut loaded, half, "m").unwrap();
+        load_bert(&mut loaded, half.clone(), "m").unwrap();
+        // Widened as loaded: the parameters are F32, whatever the file stores.
+        let q = &loaded.encoder.layer[0].attention.self_.query.weight;
+        assert_eq!(q.val().dtype(), DType::F32);
+        assert_eq!(
+            loaded.embeddings.word_embeddings.weight.val().dtype(),
+            DType::F32
+        );
+
+        // A non-finite half float is refused by name, like an F32 one.
+        let mut tensors = split(&half);
+        let (_, _, data) = tensors
+            .get_mut("encoder.layer.1.output.dense.bias")
+            .unwrap();
+        data[6..8].copy_from_slice(&burn::tensor::f16::INFINITY.to_le_bytes());
+        let err = load_bert(&mut config.init(&device), join(&tensors), "m.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.safetensors")
+                && err.contains("'encoder.layer.1.output.dense.bias'")
+                && err.contains("element 3 is inf"),
+            "{err}"
+        );
+
         let input = crate::model::bert::BertInput {
             input_ids: burn::tensor::Tensor::from_data([[2, 5, 7, 3]], &device),
             token_type_ids: burn::tensor::Tensor::zeros([1, 4], &device),

@@ -15,7 +15,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -256,7 +256,6 @@ impl MultiTaskModel {
     /// from the same [`MultiTaskSpec`] and config. Every parameter must be present with
     /// its shape; anything missing, extra or mis-shaped is named.
     pub fn load_safetensors(&mut self, bytes: Vec<u8>, source: &str) -> Result<()> {
-        let bytes = crate::io::checkpoint::widen_f16(bytes, source)?;
         crate::io::checkpoint::check_finite(&bytes, source)?;
         let header = crate::io::safetensors::read_header(&bytes, source)?;
         crate::io::checkpoint::add_stored_casing(&mut self.bert, &header, "bert.");
@@ -312,7 +311,7 @@ impl MultiTaskModel {
             message,
         };
         let mut store = store
-            .with_from_adapter(PyTorchToBurnAdapter)
+            .with_from_adapter(crate::io::checkpoint::from_file_adapter())
             .validate(false)
             .allow_partial(true);
         let result = self

@@ -17,6 +17,7 @@ use wasm_bindgen_futures::{JsFuture, spawn_local};
 
 use crate::device::{self, Choice, adapter};
 use crate::envelope;
+use crate::page::now_ms;
 use crate::protocol::{Call, Event, Reply, Request, Started, TaskInfo};
 use crate::watchdog;
 
@@ -25,7 +26,7 @@ pub mod fetch;
 pub mod model;
 mod predict;
 
-use model::{Loaded, load_bundle};
+use model::{Loaded, build_bundle, fetch_bundle};
 
 thread_local! {
     /// The model, once a start has loaded it.
@@ -191,23 +192,38 @@ async fn answer(call: Call, bytes: Option<Vec<u8>>) {
     post(&Event::Reply { id: call.id, reply }, out.as_deref());
 }
 
-/// Brings up the device (and checks it) and loads the bundle.
+/// Brings up the device (and checks it) and loads the bundle. The bundle's files are
+/// fetched and verified while the device comes up (the threaded flavour's pool takes a
+/// few hundred milliseconds to start), then the model is built on the device.
 async fn start(choice: Choice, bundle_base: &str, webgpu_failure: Option<String>) -> Started {
     post(&Event::Status("starting…".into()), None);
-    // The threaded flavour's pool, before any tensor work.
-    if let Err(e) = device::threads::start_pool().await {
-        return Started::DeviceCheckFailed(e);
-    }
-    let (device, backend) = device::init_device(choice, webgpu_failure).await;
-    post(&Event::Backend(backend), None);
-    match device::check(&device).await {
-        Ok(v) if (v - 54.0).abs() < 1e-4 => {}
-        Ok(v) => return Started::DeviceCheckFailed(format!("got {v}, expected 54")),
-        Err(e) => return Started::DeviceCheckFailed(e),
-    }
-    post(&Event::Status("loading the model…".into()), None);
     let progress = |done, total, note| post(&Event::Loading { done, total, note }, None);
-    match load_bundle(bundle_base, &device, progress).await {
+    let device_up = async {
+        let t0 = now_ms();
+        // The threaded flavour's pool, before any tensor work.
+        device::threads::start_pool().await?;
+        let t_pool = now_ms();
+        let (device, backend) = device::init_device(choice, webgpu_failure).await;
+        post(&Event::Backend(backend), None);
+        match device::check(&device).await {
+            Ok(v) if (v - 54.0).abs() < 1e-4 => {}
+            Ok(v) => return Err(format!("got {v}, expected 54")),
+            Err(e) => return Err(e),
+        }
+        log::debug!(
+            "device up in {:.0} ms (threads {:.0} ms)",
+            now_ms() - t0,
+            t_pool - t0
+        );
+        post(&Event::Status("loading the model…".into()), None);
+        Ok(device)
+    };
+    let (device, fetched) = futures::join!(device_up, fetch_bundle(bundle_base, progress));
+    let device = match device {
+        Ok(device) => device,
+        Err(e) => return Started::DeviceCheckFailed(e),
+    };
+    match fetched.and_then(|f| build_bundle(f, &device, progress)) {
         Ok(loaded) => {
             let base = loaded.base.clone();
             LOADED.set(Some(loaded));

@@ -44,13 +44,25 @@ impl Loaded {
     }
 }
 
-/// Fetches and verifies the bundle, then builds the encoder and its tasks on `device`.
-/// `progress(done, total, note)`: bytes loaded of the total, and what to say.
-pub async fn load_bundle(
+/// A bundle's files, fetched and verified, not yet built on a device.
+pub struct Fetched {
+    /// Where the bundle is.
+    url: String,
+    manifest: fetch::Manifest,
+    files: BTreeMap<String, Vec<u8>>,
+    cached: usize,
+    /// When the fetch began, and when it ended (ms).
+    t0: f64,
+    t_fetched: f64,
+}
+
+/// Fetches and verifies the bundle's files. It needs no device, so it runs while the
+/// device comes up ([`super::start`]). `progress(done, total, note)`: bytes loaded of the
+/// total, and what to say.
+pub async fn fetch_bundle(
     base: &str,
-    device: &Device,
     progress: impl Fn(u64, u64, String),
-) -> Result<Loaded, String> {
+) -> Result<Fetched, String> {
     let t0 = now_ms();
     let manifest = fetch::manifest(base).await?;
     let total = manifest.total_bytes();
@@ -68,6 +80,33 @@ pub async fn load_bundle(
         );
         files.insert(entry.name.clone(), bytes);
     }
+    Ok(Fetched {
+        url: base.to_string(),
+        manifest,
+        files,
+        cached,
+        t0,
+        t_fetched: now_ms(),
+    })
+}
+
+/// Builds the encoder, its multi-task heads and its tasks on `device` from the fetched
+/// files (`progress` as for [`fetch_bundle`]).
+pub fn build_bundle(
+    fetched: Fetched,
+    device: &Device,
+    progress: impl Fn(u64, u64, String),
+) -> Result<Loaded, String> {
+    let Fetched {
+        url: base,
+        manifest,
+        files,
+        cached,
+        t0,
+        t_fetched,
+    } = fetched;
+    let total = manifest.total_bytes();
+    let t_build = now_ms();
     let take = |name: &str| -> Result<&[u8], String> {
         files
             .get(name)
@@ -77,7 +116,6 @@ pub async fn load_bundle(
     let config =
         std::str::from_utf8(take("config.json")?).map_err(|e| format!("config.json: {e}"))?;
     let weights = take("model.safetensors")?;
-    let t_fetched = now_ms();
     let (encoder, _) = SentenceEncoder::load(
         ModelFiles {
             config_json: config,
@@ -115,11 +153,12 @@ pub async fn load_bundle(
     // Where the time goes (`?log=debug`).
     let t_end = now_ms();
     log::debug!(
-        "bundle loaded in {:.0} ms: fetched and verified {:.0} ms, encoder (weights, \
-         tokenizer) {:.0} ms, tasks and heads {:.0} ms",
+        "bundle loaded in {:.0} ms: fetched and verified {:.0} ms, waited for the device \
+         {:.0} ms, encoder (weights, tokenizer) {:.0} ms, tasks and heads {:.0} ms",
         t_end - t0,
         t_fetched - t0,
-        t_encoder - t_fetched,
+        t_build - t_fetched,
+        t_encoder - t_build,
         t_end - t_encoder
     );
     progress(
@@ -137,7 +176,7 @@ pub async fn load_bundle(
     Ok(Loaded {
         device: device.clone(),
         encoder,
-        base: manifest.base,
+        base: manifest.base.clone(),
         multitask,
         tasks,
     })
