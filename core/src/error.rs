@@ -84,5 +84,79 @@ impl Error {
     }
 }
 
+/// Checks of a configuration's fields, each failing with `field = value: what it must be`
+/// (an [`Error::Input`]), so that every setting is refused in the same words.
+pub mod field {
+    use super::{Error, Result};
+
+    /// Refuses `field = value`, saying what it `must` be.
+    pub fn bad<T>(field: &str, value: impl std::fmt::Display, must: &str) -> Result<T> {
+        Err(Error::Input(format!("{field} = {value}: {must}")))
+    }
+
+    /// A finite number > 0.
+    pub fn positive(field: &str, value: f64) -> Result<()> {
+        if value.is_finite() && value > 0.0 {
+            return Ok(());
+        }
+        bad(field, value, "must be a finite number > 0")
+    }
+
+    /// A finite number ≥ 0.
+    pub fn non_negative(field: &str, value: f64) -> Result<()> {
+        if value.is_finite() && value >= 0.0 {
+            return Ok(());
+        }
+        bad(field, value, "must be a finite number ≥ 0")
+    }
+
+    /// A count of at least 1.
+    pub fn at_least_one(field: &str, value: usize) -> Result<()> {
+        if value >= 1 {
+            return Ok(());
+        }
+        bad(field, value, "must be at least 1")
+    }
+
+    /// A number of the encoder's top blocks: 1 to `num_layers`.
+    pub fn blocks(field: &str, value: usize, num_layers: usize) -> Result<()> {
+        if (1..=num_layers).contains(&value) {
+            return Ok(());
+        }
+        bad(
+            field,
+            value,
+            &format!("must be between 1 and the encoder's {num_layers} blocks"),
+        )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn each_check_names_the_field_and_value() {
+            let msg = |r: super::Result<()>| r.unwrap_err().to_string();
+            assert_eq!(
+                msg(super::positive("lr", 0.0)),
+                "lr = 0: must be a finite number > 0"
+            );
+            assert!(super::positive("lr", 1e-5).is_ok());
+            assert_eq!(
+                msg(super::non_negative("weight_decay", f64::NAN)),
+                "weight_decay = NaN: must be a finite number ≥ 0"
+            );
+            assert!(super::non_negative("weight_decay", 0.0).is_ok());
+            assert_eq!(
+                msg(super::at_least_one("steps", 0)),
+                "steps = 0: must be at least 1"
+            );
+            assert_eq!(
+                msg(super::blocks("layers", 7, 6)),
+                "layers = 7: must be between 1 and the encoder's 6 blocks"
+            );
+            assert!(super::blocks("layers", 6, 6).is_ok());
+        }
+    }
+}
+
 /// Result with the core's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -259,8 +259,20 @@ fn fuzz(name: &str, seeds: Vec<Vec<u8>>, parse: Parser<'_>) {
     let start = Instant::now();
     let cpu_start = thread_cpu_secs();
     let mut runs = 0u64;
+    // A line every 10 CPU minutes, so that a long run cut short still says how far it got.
+    let mut next_report = 600.0;
     // The clock is a system call: read it once per 64 inputs.
-    while !runs.is_multiple_of(64) || thread_cpu_secs() - cpu_start < secs {
+    while !runs.is_multiple_of(64) || {
+        let used = thread_cpu_secs() - cpu_start;
+        if used >= next_report {
+            eprintln!(
+                "{name}: {runs} inputs in {used:.0} CPU s so far, {} outcomes, no panic",
+                seen.len()
+            );
+            next_report += 600.0;
+        }
+        used < secs
+    } {
         let a = rng.below(corpus.len());
         let b = rng.below(corpus.len());
         let input = mutate(&corpus[a], &corpus[b], &mut rng);

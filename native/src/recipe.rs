@@ -335,6 +335,17 @@ pub fn with_overrides(text: &str, overrides: &[String]) -> Result<String> {
     Ok(toml::to_string(&doc)?)
 }
 
+/// A recipe of type `T` (`meta-train`'s, `contrastive-train`'s) from the TOML file `path`,
+/// or its defaults without one; an unreadable file or a bad field is named with the file.
+pub fn read_recipe<T: serde::de::DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 impl Recipe {
     /// Parses and checks a recipe; `file` names it in errors. Relative paths are resolved
     /// against `base`.

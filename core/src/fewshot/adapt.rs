@@ -29,7 +29,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Divergence, Error, Result};
+use crate::error::{Divergence, Error, Result, field};
 use crate::eval::metrics::accuracy;
 use crate::fewshot::prototypes::prototype_head;
 use crate::model::bert::{BertInput, BertModel, EncoderOutput};
@@ -117,55 +117,20 @@ impl AdaptConfig {
     /// Checks every value against the encoder it adapts (`num_layers` blocks): a task
     /// file's settings are as untrusted as a command line's.
     pub fn validate(&self, num_layers: usize) -> Result<()> {
-        let bad = |field: &str, value: String, want: &str| {
-            Err(Error::Input(format!("{field} = {value}: {want}")))
-        };
-        let rate = |x: f64| x.is_finite() && x >= 0.0;
-        if !rate(self.lr) {
-            return bad("lr", self.lr.to_string(), "must be a finite number ≥ 0");
-        }
-        if !rate(self.head_lr) {
-            return bad(
-                "head_lr",
-                self.head_lr.to_string(),
-                "must be a finite number ≥ 0",
-            );
-        }
-        if !(self.scale.is_finite() && self.scale > 0.0) {
-            return bad(
-                "scale",
-                self.scale.to_string(),
-                "must be a finite number > 0",
-            );
-        }
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return bad(
-                "temperature",
-                self.temperature.to_string(),
-                "must be a finite number > 0",
-            );
-        }
+        field::non_negative("lr", self.lr)?;
+        field::non_negative("head_lr", self.head_lr)?;
+        field::positive("scale", self.scale)?;
+        field::positive("temperature", self.temperature)?;
         if self.mode == AdaptMode::Head && self.contrastive_steps > 0 {
-            return bad(
+            return field::bad(
                 "contrastive_steps",
-                self.contrastive_steps.to_string(),
+                self.contrastive_steps,
                 "needs weights below the head to adapt: mode adapters or full (the head mode \
                  has none)",
             );
         }
-        if self.batch_size == 0 {
-            return bad("batch_size", "0".into(), "must be at least 1");
-        }
-        if self.mode != AdaptMode::Head && !(1..=num_layers).contains(&self.layers) {
-            return bad(
-                "layers",
-                self.layers.to_string(),
-                &format!("must be between 1 and the encoder's {num_layers} blocks"),
-            );
-        }
-        if self.mode == AdaptMode::Adapters && self.adapter_size == 0 {
-            return bad("adapter_size", "0".into(), "must be at least 1");
-        }
+        field::at_least_one("batch_size", self.batch_size)?;
+        check_adapting(self.mode, self.layers, self.adapter_size, num_layers)?;
         Ok(())
     }
 }
@@ -259,6 +224,23 @@ pub(crate) fn first_adapting_block(mode: AdaptMode, layers: usize, num_layers: u
 /// Checks a support set's labels: at least 2 classes, every label index below `n_way`,
 /// every class with an example. With `names` (`n_way` of them) the messages name the
 /// labels; the callers add where the examples came from.
+/// The blocks that adapt: the top `layers` of `num_layers` (unless only the head adapts),
+/// with adapters of `adapter_size` in the adapters mode.
+pub(crate) fn check_adapting(
+    mode: AdaptMode,
+    layers: usize,
+    adapter_size: usize,
+    num_layers: usize,
+) -> Result<()> {
+    if mode != AdaptMode::Head {
+        field::blocks("layers", layers, num_layers)?;
+    }
+    if mode == AdaptMode::Adapters {
+        field::at_least_one("adapter_size", adapter_size)?;
+    }
+    Ok(())
+}
+
 pub fn validate_support(labels: &[usize], n_way: usize, names: Option<&[String]>) -> Result<()> {
     if n_way < 2 {
         return Err(Error::Input(match names {

@@ -17,9 +17,10 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Divergence, Error, Result};
+use crate::error::{Divergence, Error, Result, field};
 use crate::fewshot::adapt::{
-    AdaptMode, features, first_adapting_block, is_trainable, select_rows, to_autodiff,
+    AdaptMode, check_adapting, features, first_adapting_block, is_trainable, select_rows,
+    to_autodiff,
 };
 use crate::model::bert::{BertInput, BertModel};
 use crate::model::params::set_trainable;
@@ -75,56 +76,26 @@ impl Default for ContrastiveConfig {
 impl ContrastiveConfig {
     /// Checks every value against the encoder (`num_layers` blocks).
     pub fn validate(&self, num_layers: usize) -> Result<()> {
-        let bad = |field: &str, value: String, want: &str| {
-            Err(Error::Input(format!("{field} = {value}: {want}")))
-        };
         if self.mode == AdaptMode::Head {
-            return bad(
+            return field::bad(
                 "mode",
-                "\"head\"".into(),
+                "\"head\"",
                 "a head is made per task from its prototypes; use \"full\" or \"adapters\"",
             );
         }
-        if !(1..=num_layers).contains(&self.layers) {
-            return bad(
-                "layers",
-                self.layers.to_string(),
-                &format!("must be between 1 and the encoder's {num_layers} blocks"),
-            );
-        }
-        if self.mode == AdaptMode::Adapters && self.adapter_size == 0 {
-            return bad("adapter_size", "0".into(), "must be at least 1");
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("lr", self.lr.to_string(), "must be a finite number > 0");
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(
-                "weight_decay",
-                self.weight_decay.to_string(),
-                "must be a finite number ≥ 0",
-            );
-        }
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return bad(
-                "temperature",
-                self.temperature.to_string(),
-                "must be a finite number > 0",
-            );
-        }
-        if self.steps == 0 {
-            return bad("steps", "0".into(), "must be at least 1");
-        }
+        check_adapting(self.mode, self.layers, self.adapter_size, num_layers)?;
+        field::positive("lr", self.lr)?;
+        field::non_negative("weight_decay", self.weight_decay)?;
+        field::positive("temperature", self.temperature)?;
+        field::at_least_one("steps", self.steps)?;
         if self.classes < 2 {
-            return bad(
+            return field::bad(
                 "classes",
-                self.classes.to_string(),
+                self.classes,
                 "a batch needs at least 2 labels to contrast",
             );
         }
-        if self.per_class == 0 {
-            return bad("per_class", "0".into(), "must be at least 1");
-        }
+        field::at_least_one("per_class", self.per_class)?;
         Ok(())
     }
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
 use polytask_core::data::episodes::EpisodeSampler;
 use polytask_core::eval::metrics::accuracy;
@@ -92,14 +92,8 @@ pub struct ContrastiveArgs {
 }
 
 fn load_recipe(args: &ContrastiveArgs) -> Result<ContrastiveRecipe> {
-    let mut recipe: ContrastiveRecipe = match &args.recipe {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-        }
-        None => ContrastiveRecipe::default(),
-    };
+    let mut recipe: ContrastiveRecipe =
+        polytask_native::recipe::read_recipe(args.recipe.as_deref())?;
     if let Some(out) = &args.out {
         recipe.out = out.display().to_string();
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::Device;
 use polytask_core::data::episodes::{Episode, EpisodeSampler};
 use polytask_core::fewshot::adapt::{AdaptMode, Learner};
@@ -139,14 +139,7 @@ pub fn episode_accuracy(
 }
 
 fn load_recipe(args: &MetaTrainArgs) -> Result<MetaRecipe> {
-    let mut recipe = match &args.recipe {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-        }
-        None => MetaRecipe::default(),
-    };
+    let mut recipe: MetaRecipe = polytask_native::recipe::read_recipe(args.recipe.as_deref())?;
     if let Some(out) = &args.out {
         recipe.out = out.display().to_string();
     }
