@@ -3,9 +3,9 @@
 // heads and one natively adapted task: the page loads and checks the bundle, predicts what
 // `core-train predict --bundle` predicts (labels, confidences, entities highlighted in the
 // text), teaches a new 5-label task from 5 real examples each in the page (held-out
-// accuracy well above chance), finds it again after a reload (kept in localStorage), saves
-// it and loads it back with identical predictions, and shows clear messages for bad input
-// and a damaged bundle.
+// accuracy well above chance; on threads also with the contrastive choice), finds it again
+// after a reload (kept in localStorage), saves it and loads it back with identical
+// predictions, and shows clear messages for bad input and a damaged bundle.
 // On every path: WebGPU (software adapter, asked for with ?backend=webgpu: the model's
 // worker runs the single-threaded flavour of the wasm), the CPU on threads (no WebGPU; the
 // page made cross-origin isolated by its service worker runs the threaded flavour) and
@@ -283,6 +283,29 @@ for (const [name, path_] of Object.entries(PATHS)) {
       assert.equal(await ready(b.page), 'ready');
       assert.deepEqual(await listed(), []);
       assert.equal(await b.page.textContent('#teach-msg'), '');
+      if (name === 'cpu') {
+        // The contrastive choice: half of the steps on the supervised contrastive loss, then
+        // adapters + head. It learns the task as well, every step on the loss curve.
+        await b.page.click('button.example[data-task="travel"]');
+        await b.page.fill('#task-name', 'travel-contrastive');
+        await b.page.fill('#steps', '10');
+        await b.page.selectOption('#mode', 'contrastive');
+        t0 = Date.now();
+        await b.page.click('#adapt');
+        await b.page.waitForFunction(() => document.querySelector('#adapt-time').textContent !== ''
+          || document.querySelector('#teach-msg').textContent !== '', null, { timeout: 1_200_000 });
+        timings.adapt_5way_5shot_contrastive_s = (Date.now() - t0) / 1000;
+        timings.adapt_contrastive_reported = await b.page.textContent('#adapt-time');
+        assert.equal(await b.page.textContent('#teach-msg'), '', `errors: ${b.errors.join('\n')}`);
+        const held = await b.page.textContent('#heldout-result');
+        const acc = Number(held.match(/accuracy: ([0-9.]+)/)[1]);
+        assert.ok(acc >= 0.7, `contrastive: held-out accuracy ${acc} (chance 0.2)`);
+        assert.equal((await b.page.getAttribute('#loss-curve polyline', 'points')).split(' ').length, 10,
+          'contrastive: one loss point per step, contrastive and cross-entropy');
+        const got = (await predictions(b.page, 'book a flight to berlin for next monday', '#classify', '#classify-text'))
+          .find((x) => x.task === 'travel-contrastive');
+        assert.equal(got?.label, 'flight', JSON.stringify(got));
+      }
       console.log(`# ${name} timings: ${JSON.stringify(timings)}`);
       assert.deepEqual(b.errors, []);
     } finally {
