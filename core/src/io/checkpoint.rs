@@ -145,10 +145,6 @@ pub fn convert_floats_where(
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FromFile;
 
-pub(crate) fn from_file_adapter() -> FromFile {
-    FromFile
-}
-
 impl ModuleAdapter for FromFile {
     fn adapt(&self, tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
         let linear_weight = ctx.module_type() == Some("Struct:Linear")
@@ -231,7 +227,7 @@ pub fn load_bert(model: &mut BertModel, bytes: Vec<u8>, source: &str) -> Result<
     add_stored_casing(model, &header, if prefixed { "bert." } else { "" });
 
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
-        .with_from_adapter(from_file_adapter())
+        .with_from_adapter(FromFile)
         .with_key_remapping(r"\.attention\.self\.", ".attention.self_.")
         .validate(false)
         .allow_partial(true);
@@ -332,31 +328,19 @@ pub fn check_finite(bytes: &[u8], source: &str) -> Result<()> {
             "F32" => data
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .position(|v| !v.is_finite())
-                .map(|i| {
-                    (
-                        i,
-                        f32::from_le_bytes(data[i * 4..i * 4 + 4].try_into().expect("4")),
-                    )
-                }),
+                .enumerate()
+                .find(|(_, v)| !v.is_finite()),
             "F16" | "BF16" => {
-                let (mask, bf) = if info.dtype == "F16" {
-                    (0x7c00, false)
+                let (mask, value): (u16, fn(u16) -> f32) = if info.dtype == "F16" {
+                    (0x7c00, |b| f16::from_bits(b).to_f32())
                 } else {
-                    (0x7f80, true)
+                    (0x7f80, |b| bf16::from_bits(b).to_f32())
                 };
-                let bits = |c: &[u8]| u16::from_le_bytes(c.try_into().expect("2 bytes"));
                 data.chunks_exact(2)
-                    .position(|c| bits(c) & mask == mask)
-                    .map(|i| {
-                        let b = bits(&data[i * 2..i * 2 + 2]);
-                        let v = if bf {
-                            bf16::from_bits(b).to_f32()
-                        } else {
-                            f16::from_bits(b).to_f32()
-                        };
-                        (i, v)
-                    })
+                    .map(|c| u16::from_le_bytes(c.try_into().expect("2 bytes")))
+                    .enumerate()
+                    .find(|(_, b)| b & mask == mask)
+                    .map(|(i, b)| (i, value(b)))
             }
             _ => None,
         };

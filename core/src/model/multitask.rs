@@ -311,7 +311,7 @@ impl MultiTaskModel {
             message,
         };
         let mut store = store
-            .with_from_adapter(crate::io::checkpoint::from_file_adapter())
+            .with_from_adapter(crate::io::checkpoint::FromFile)
             .validate(false)
             .allow_partial(true);
         let result = self

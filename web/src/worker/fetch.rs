@@ -1,9 +1,9 @@
 //! Loading a model bundle (`core-train export`) over HTTP: the manifest first, then every
 //! file it lists, each checked against its size and sha256 (the browser's own SHA-256,
-//! `crypto.subtle`, where the context has it: ten times the speed of hashing 46 MB in
-//! wasm; otherwise the `sha2` crate). Files come from the Cache API when a previous visit,
-//! or `index.html` while the wasm compiled, stored them (a reload is instant; a damaged
-//! entry is dropped), otherwise from the network, and are then cached. URLs are relative to the page, so the site works from
+//! `crypto.subtle`, where the context has it; otherwise the `sha2` crate in wasm). Files
+//! come from the Cache API when a previous visit, or `index.html` while the wasm compiled,
+//! stored them (a reload is instant; a damaged entry is dropped), otherwise from the
+//! network, and are then cached. URLs are relative to the page, so the site works from
 //! any sub-path. Runs in the model's worker ([`crate::worker`]), which has `fetch` and the
 //! Cache API as the page has.
 
