@@ -8,8 +8,11 @@
 //! synchronously, the browser asynchronously for WebGPU) and decodes on the host the same
 //! way.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::data::features::{Encoded, collate, word_predictions};
@@ -18,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::eval::metrics::extract_entities;
 use crate::eval::tagging::TagConstraints;
 use crate::fewshot::adapt::FewShotModel;
+use crate::model::bert::{BertInput, EncoderOutput};
 use crate::model::multitask::MultiTaskModel;
 use crate::model::task::{TaskKind, TaskSpec};
 
@@ -278,7 +282,16 @@ pub struct DeviceProbabilities {
 /// [`predict`](Self::predict) does the three synchronously, in batches.
 pub struct Predictor<'a> {
     multitask: Option<&'a MultiTaskModel>,
-    adapted: Vec<(&'a str, &'a [String], &'a FewShotModel)>,
+    adapted: Vec<AdaptedTask<'a>>,
+}
+
+/// A task adapted from an encoder, as the predictor holds it.
+struct AdaptedTask<'a> {
+    name: &'a str,
+    labels: &'a [String],
+    model: &'a FewShotModel,
+    /// How many of its bottom blocks are the shared encoder's.
+    shared: usize,
 }
 
 impl<'a> Predictor<'a> {
@@ -290,14 +303,28 @@ impl<'a> Predictor<'a> {
         }
     }
 
-    /// Adds an adapted task named `name` with class names `labels`.
+    /// Adds an adapted task named `name` with class names `labels`. `shared`: how many of
+    /// its bottom encoder blocks (with the embeddings, which never adapt) are those of the
+    /// shared encoder, the one under the multi-task heads and every other task with
+    /// `shared` > 0. A task file loaded with [`load_task`] on that encoder shares its
+    /// `meta.first` blocks (it stores only what adapted); 0 shares nothing. The shared
+    /// blocks run once per batch for all the tasks, so a head-only task costs no encoder
+    /// pass of its own and an adapters task only its top blocks.
+    ///
+    /// [`load_task`]: crate::io::task_file::load_task
     pub fn with_adapted(
         mut self,
         name: &'a str,
         labels: &'a [String],
         model: &'a FewShotModel,
+        shared: usize,
     ) -> Self {
-        self.adapted.push((name, labels, model));
+        self.adapted.push(AdaptedTask {
+            name,
+            labels,
+            model,
+            shared: shared.min(model.bert.num_layers()),
+        });
         self
     }
 
@@ -307,7 +334,7 @@ impl<'a> Predictor<'a> {
             .multitask
             .iter()
             .flat_map(|m| m.tasks().iter().map(|t| t.name.as_str()));
-        heads.chain(self.adapted.iter().map(|a| a.0)).collect()
+        heads.chain(self.adapted.iter().map(|a| a.name)).collect()
     }
 
     /// No task at all.
@@ -324,18 +351,50 @@ impl<'a> Predictor<'a> {
     ) -> Result<DeviceProbabilities> {
         let items: Vec<&Encoded> = texts.iter().map(|p| &p.encoded).collect();
         let batch = collate(&items, pad_id, device)?;
+        let states = self.shared_states(batch.input.clone());
         let mut tasks = Vec::new();
         if let Some(model) = self.multitask {
-            let enc = model.bert.forward(batch.input.clone());
-            tasks.extend((0..model.tasks().len()).map(|t| model.probabilities(t, &enc)));
+            let enc = &states[&model.bert.num_layers()];
+            tasks.extend((0..model.tasks().len()).map(|t| model.probabilities(t, enc)));
         }
-        for (_, _, model) in &self.adapted {
-            tasks.push(model.probabilities(batch.input.clone()));
+        for task in &self.adapted {
+            let logits = match task.shared {
+                0 => task.model.logits(batch.input.clone()),
+                first => task.model.logits_from(first, states[&first].clone()),
+            };
+            tasks.push(softmax(logits, 1));
         }
         Ok(DeviceProbabilities {
             tasks,
             seq_len: batch.seq_len,
         })
+    }
+
+    /// The shared encoder's states at each depth a task continues from: the multi-task
+    /// model's (all its blocks) and each adapted task's `shared` blocks, each block run
+    /// once. The shared encoder is the multi-task model's, or else that of the adapted task
+    /// that shares the most blocks (its blocks below that are everyone's).
+    fn shared_states(&self, input: BertInput) -> BTreeMap<usize, EncoderOutput> {
+        let mut depths: BTreeSet<usize> = self.adapted.iter().map(|a| a.shared).collect();
+        depths.remove(&0);
+        let bert = match self.multitask {
+            Some(m) => {
+                depths.insert(m.bert.num_layers());
+                &m.bert
+            }
+            None => match self.adapted.iter().max_by_key(|a| a.shared) {
+                Some(a) if a.shared > 0 => &a.model.bert,
+                _ => return BTreeMap::new(),
+            },
+        };
+        let mut states = BTreeMap::new();
+        let (mut at, mut x) = (0, bert.forward_until(input, 0));
+        for depth in depths {
+            x = bert.run_blocks(at..depth, x);
+            at = depth;
+            states.insert(depth, x.clone());
+        }
+        states
     }
 
     /// The host step: per text, every task's answer, from the probabilities of
@@ -367,7 +426,7 @@ impl<'a> Predictor<'a> {
                     m.tasks()[k].labels.as_slice(),
                     m.tasks()[k].kind == TaskKind::Token,
                 ),
-                _ => (self.adapted[k - heads].1, false),
+                _ => (self.adapted[k - heads].labels, false),
             };
             let row_len = labels.len() * if token { seq_len } else { 1 };
             if probs.len() != row_len * texts.len() {
@@ -594,6 +653,105 @@ mod tests {
             .decode(&[texts[0]], &[p], &[vec![0.5], vec![]], 5)
             .unwrap_err();
         assert!(e.to_string().contains("task sentiment"), "{e}");
+    }
+
+    /// Tasks adapted from the multi-task model's encoder (head only, adapters and a fine-
+    /// tuned top block) answer the same through the shared encoder pass as each through
+    /// its own, and a task that shares nothing still runs its own blocks.
+    #[test]
+    fn shared_encoder_blocks_give_each_task_its_own_answer() {
+        use crate::fewshot::adapt::{AdaptConfig, AdaptMode, Learner};
+        let device = burn::tensor::Device::flex();
+        device.seed(5);
+        let (tok, model) = crate::model::multitask::tests::tiny_two_task(
+            crate::train::loss::LossWeighting::Static,
+            &device,
+        );
+        let support: Vec<Encoded> = ["the movie", "new film", "so great", "unbelievable"]
+            .iter()
+            .map(|t| PreparedText::new(&tok, t).unwrap().encoded)
+            .collect();
+        let items: Vec<&Encoded> = support.iter().collect();
+        let input = collate(&items, tok.pad_id(), &device).unwrap().input;
+        let adapt = |mode, lr| {
+            let config = AdaptConfig {
+                mode,
+                steps: 3,
+                lr,
+                layers: 1,
+                adapter_size: 4,
+                ..AdaptConfig::default()
+            };
+            let learner = Learner::new(&model.bert, &config).unwrap();
+            let a = learner
+                .adapt(input.clone(), &[0, 1, 0, 1], 2, |_, _| {})
+                .unwrap();
+            (a.model, a.first)
+        };
+        let tasks = [
+            adapt(AdaptMode::Head, 0.1),
+            adapt(AdaptMode::Adapters, 0.1),
+            adapt(AdaptMode::Full, 0.5),
+        ];
+        assert_eq!(tasks.iter().map(|t| t.1).collect::<Vec<_>>(), [2, 1, 1]);
+        let labels = ["a".to_string(), "b".to_string()];
+        let names = ["head", "adapters", "full"];
+        let prepared: Vec<PreparedText> = ["a new movie , so great !", "the"]
+            .iter()
+            .map(|t| PreparedText::new(&tok, t).unwrap())
+            .collect();
+        let texts: Vec<&PreparedText> = prepared.iter().collect();
+        let input = collate(
+            &texts.iter().map(|p| &p.encoded).collect::<Vec<_>>(),
+            0,
+            &device,
+        )
+        .unwrap()
+        .input;
+        let probs = |p: &Predictor| -> Vec<Vec<f32>> {
+            let out = p.forward(&texts, tok.pad_id(), &device).unwrap();
+            out.tasks
+                .into_iter()
+                .map(|t| t.try_into_vec_as::<f32>().unwrap())
+                .collect()
+        };
+        let max_diff = |a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len());
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max)
+        };
+        let mut shared = Predictor::new(Some(&model));
+        let mut apart = Predictor::new(Some(&model));
+        for ((m, first), name) in tasks.iter().zip(names) {
+            shared = shared.with_adapted(name, &labels, m, *first);
+            apart = apart.with_adapted(name, &labels, m, 0);
+        }
+        let (a, b) = (probs(&shared), probs(&apart));
+        assert_eq!(a.len(), 5);
+        for (k, (a, b)) in a.iter().zip(&b).enumerate() {
+            let diff = max_diff(a, b);
+            assert!(diff < 1e-5, "task {k}: {diff}");
+        }
+        // The adapted top block and adapters matter: the base encoder's top block in their
+        // place answers otherwise.
+        for (k, (m, _)) in tasks.iter().enumerate().skip(1) {
+            let base_top = m.logits_from(2, model.bert.forward(input.clone()));
+            let diff = max_diff(
+                &a[2 + k],
+                &softmax(base_top, 1).try_into_vec_as::<f32>().unwrap(),
+            );
+            assert!(
+                diff > 1e-4,
+                "{}: the adapted block changed nothing ({diff})",
+                names[k]
+            );
+        }
+        // Without the multi-task model the task sharing the most blocks runs them.
+        let alone = Predictor::new(None).with_adapted("full", &labels, &tasks[2].0, 1);
+        let diff = max_diff(&probs(&alone)[0], &a[4]);
+        assert!(diff < 1e-5, "{diff}");
     }
 
     #[test]

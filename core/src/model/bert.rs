@@ -460,7 +460,13 @@ impl BertModel {
         self.run_blocks(first..self.num_layers(), states)
     }
 
-    fn run_blocks(&self, blocks: std::ops::Range<usize>, states: EncoderOutput) -> EncoderOutput {
+    /// Runs blocks `blocks` (e.g. `2..4`) on states that have been through the blocks
+    /// below them.
+    pub fn run_blocks(
+        &self,
+        blocks: std::ops::Range<usize>,
+        states: EncoderOutput,
+    ) -> EncoderOutput {
         let bias = attention_bias(states.mask.clone());
         let mut x = states.last_hidden_state;
         for layer in &self.encoder.layer[blocks] {

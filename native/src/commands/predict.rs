@@ -143,7 +143,8 @@ fn predict_task(
 ) -> Result<()> {
     let selected = backend::select(backend_choice)?;
     let (encoder, fewshot, meta) = load_task_model(task, model, &selected.device)?;
-    let predictor = Predictor::new(None).with_adapted(&meta.name, &meta.labels, &fewshot);
+    let predictor =
+        Predictor::new(None).with_adapted(&meta.name, &meta.labels, &fewshot, meta.first);
     let all = answers(&predictor, &encoder.tokenizer, texts, &selected.device)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -198,7 +199,7 @@ fn predict_bundle(dir: &Path, texts: &[String], choice: BackendChoice) -> Result
     }
     let mut predictor = Predictor::new(multitask.as_ref());
     for (model, meta) in &adapted {
-        predictor = predictor.with_adapted(&meta.name, &meta.labels, model);
+        predictor = predictor.with_adapted(&meta.name, &meta.labels, model, meta.first);
     }
     if predictor.is_empty() {
         bail!("{}: the bundle holds no task to predict", dir.display());

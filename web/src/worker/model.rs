@@ -2,6 +2,7 @@
 //! few-shot tasks on one device.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use burn::tensor::Device;
 use polytask_core::fewshot::adapt::FewShotModel;
@@ -15,7 +16,9 @@ use crate::page::now_ms;
 /// What the worker has loaded.
 pub struct Loaded {
     pub device: Device,
-    pub encoder: SentenceEncoder,
+    /// Shared with each prediction and adaptation while it runs (the tokenizer's
+    /// vocabulary is no small copy).
+    pub encoder: Rc<SentenceEncoder>,
     pub base: String,
     /// The bundle's multi-task heads (sentence and token tasks) on the same encoder.
     pub multitask: Option<MultiTaskModel>,
@@ -175,7 +178,7 @@ pub fn build_bundle(
     );
     Ok(Loaded {
         device: device.clone(),
-        encoder,
+        encoder: Rc::new(encoder),
         base: manifest.base.clone(),
         multitask,
         tasks,
