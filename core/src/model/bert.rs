@@ -28,7 +28,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::data::tokenizer::Batch;
 use crate::model::config::{Activation, BertConfig};
@@ -185,10 +185,25 @@ impl BertSelfAttention {
     /// `x`: `[batch, seq, hidden]`; `mask_bias`: `[batch, 1, 1, seq]`, 0 for real tokens
     /// and a large negative number for padding. Returns `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let [batch, seq, hidden] = x.dims();
-        let autodiff = x.device().is_autodiff();
         let (q, k, v) = self.project(x);
-        let context = if autodiff {
+        self.attend(q, k, v, mask_bias)
+    }
+
+    /// [`forward`](Self::forward) on packed states `[1, real, hidden]` ([`Packing`]): the
+    /// projections on the real tokens alone, the attention itself in the padded layout.
+    fn forward_packed(&self, x: Tensor<3>, packing: &Packing, mask_bias: Tensor<4>) -> Tensor<3> {
+        let heads = |t: Tensor<3>| self.split_heads(packing.unpack(t));
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x));
+        packing.pack(self.attend(q, k, v, mask_bias))
+    }
+
+    /// Attention of `[batch, heads, seq, head_dim]` queries, keys and values →
+    /// `[batch, seq, hidden]`.
+    fn attend(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [batch, heads, seq, head_dim] = q.dims();
+        let context = if q.device().is_autodiff() {
             // Training: the explicit product, for attention dropout and the backward.
             self.dropout
                 .forward(self.probabilities(q, k, mask_bias))
@@ -204,7 +219,9 @@ impl BertSelfAttention {
             let bias = mask_bias.expand([batch, 1, seq, seq]);
             attention(q, k, v, None, Some(bias), options)
         };
-        context.swap_dims(1, 2).reshape([batch, seq, hidden])
+        context
+            .swap_dims(1, 2)
+            .reshape([batch, seq, heads * head_dim])
     }
 
     /// [`forward`](Self::forward) that also returns the attention distributions
@@ -220,14 +237,16 @@ impl BertSelfAttention {
 
     /// Queries, keys and values split into heads: `[batch, heads, seq, head_dim]` each.
     fn project(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let [batch, seq, _] = x.dims();
-        let heads = |t: Tensor<3>| {
-            t.reshape([batch, seq, self.num_heads, self.head_dim])
-                .swap_dims(1, 2)
-        };
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        (q, k, heads(self.value.forward(x)))
+        let q = self.split_heads(self.query.forward(x.clone()));
+        let k = self.split_heads(self.key.forward(x.clone()));
+        (q, k, self.split_heads(self.value.forward(x)))
+    }
+
+    /// `[batch, seq, hidden]` → `[batch, heads, seq, head_dim]`.
+    fn split_heads(&self, t: Tensor<3>) -> Tensor<4> {
+        let [batch, seq, _] = t.dims();
+        t.reshape([batch, seq, self.num_heads, self.head_dim])
+            .swap_dims(1, 2)
     }
 
     /// `1 / √head_dim`.
@@ -359,6 +378,15 @@ impl BertLayer {
         self.feed_forward(attended, x)
     }
 
+    /// [`forward`](Self::forward) on packed states `[1, real, hidden]` ([`Packing`]).
+    fn forward_packed(&self, x: Tensor<3>, packing: &Packing, mask_bias: Tensor<4>) -> Tensor<3> {
+        let attended = self
+            .attention
+            .self_
+            .forward_packed(x.clone(), packing, mask_bias);
+        self.feed_forward(attended, x)
+    }
+
     /// [`forward`](Self::forward) and the block's attention distributions
     /// `[batch, heads, seq, seq]`.
     pub fn forward_with_probs(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> (Tensor<3>, Tensor<4>) {
@@ -404,6 +432,62 @@ pub struct BertModel {
     pub embeddings: BertEmbeddings,
     pub encoder: BertEncoder,
     pub pooler: BertPooler,
+}
+
+/// The real (unpadded) positions of a `[batch, seq]` batch. Packed, the states of a batch
+/// are `[1, real, hidden]`: its real tokens one after the other, so that the position-wise
+/// layers skip the padding; only attention needs the padded layout back.
+struct Packing {
+    /// Flat indices (`b × seq + t`) of the real positions.
+    index: Tensor<1, Int>,
+    batch: usize,
+    seq: usize,
+}
+
+impl Packing {
+    /// The packing of a float padding mask where it pays: on the CPU backend, whose mask
+    /// reads back at no cost (a GPU would stall), when at least a tenth of the positions
+    /// are padding (as in a support set of sentences of different lengths).
+    fn worth_it(mask: &Tensor<2>) -> Option<Self> {
+        if mask.device().without_autodiff() != Device::flex() {
+            return None;
+        }
+        let [batch, seq] = mask.dims();
+        let flags = mask.clone().inner().try_into_vec_as::<f32>().ok()?;
+        let index: Vec<i64> = (0..flags.len() as i64)
+            .filter(|&i| flags[i as usize] > 0.5)
+            .collect();
+        if index.is_empty() || index.len() * 10 > flags.len() * 9 {
+            return None;
+        }
+        let n = index.len();
+        Some(Packing {
+            index: Tensor::from_data(TensorData::new(index, [n]), &mask.device()),
+            batch,
+            seq,
+        })
+    }
+
+    /// `[batch, seq, d]` → `[1, real, d]`.
+    fn pack(&self, x: Tensor<3>) -> Tensor<3> {
+        let d = x.dims()[2];
+        x.reshape([self.batch * self.seq, d])
+            .select(0, self.index.clone())
+            .unsqueeze_dim(0)
+    }
+
+    /// `[1, real, d]` → `[batch, seq, d]`, zeros at the padded positions.
+    fn unpack(&self, x: Tensor<3>) -> Tensor<3> {
+        let [_, real, d] = x.dims();
+        Tensor::zeros([self.batch * self.seq, d], &x.device())
+            .select_assign(
+                0,
+                self.index.clone(),
+                x.reshape([real, d]),
+                IndexingUpdateOp::Add,
+            )
+            .reshape([self.batch, self.seq, d])
+    }
 }
 
 /// Additive attention bias from a padding mask: 0 where `mask` is 1, −10⁴ where it is 0.
@@ -462,15 +546,31 @@ impl BertModel {
 
     /// Runs blocks `blocks` (e.g. `2..4`) on states that have been through the blocks
     /// below them.
+    ///
+    /// Where a batch holds enough padding, on the CPU, every position-wise layer (the
+    /// linears, layer norms, GELU, dropout: almost all the work) runs on its real tokens
+    /// alone ([`Packing`]); the states at padded positions then come out as zeros.
     pub fn run_blocks(
         &self,
         blocks: std::ops::Range<usize>,
         states: EncoderOutput,
     ) -> EncoderOutput {
         let bias = attention_bias(states.mask.clone());
+        let layers = &self.encoder.layer[blocks];
         let mut x = states.last_hidden_state;
-        for layer in &self.encoder.layer[blocks] {
-            x = layer.forward(x, bias.clone());
+        match Packing::worth_it(&states.mask).filter(|_| !layers.is_empty()) {
+            Some(packing) => {
+                let mut packed = packing.pack(x);
+                for layer in layers {
+                    packed = layer.forward_packed(packed, &packing, bias.clone());
+                }
+                x = packing.unpack(packed);
+            }
+            None => {
+                for layer in layers {
+                    x = layer.forward(x, bias.clone());
+                }
+            }
         }
         EncoderOutput {
             last_hidden_state: x,
@@ -655,10 +755,12 @@ mod tests {
         let plain = model.forward(ids.clone());
         let traced = model.forward_traced(ids.clone(), true);
         let v = |t: Tensor<3>| t.try_into_vec_as::<f32>().unwrap();
+        // On the real tokens (the plain forward packs them, leaving zeros on padding).
+        let real = |t: Tensor<3>| v(t * plain.mask.clone().unsqueeze_dim(2));
         assert!(
             max_abs_diff(
-                &v(plain.last_hidden_state),
-                &v(traced.output.last_hidden_state)
+                &real(plain.last_hidden_state.clone()),
+                &real(traced.output.last_hidden_state)
             ) < 1e-5
         );
         let layers = model.num_layers();
@@ -681,7 +783,7 @@ mod tests {
         let bias = attention_bias(ids.attention_mask.clone().float());
         let want = model.encoder.layer[1].forward(traced.hidden[0].clone(), bias);
         let got = student.forward(ids).last_hidden_state;
-        assert!(max_abs_diff(&v(want), &v(got)) < 1e-5);
+        assert!(max_abs_diff(&real(want), &real(got)) < 1e-5);
         for bad in [&[][..], &[2], &[0, 0]] {
             assert!(model.clone().keep_layers(bad).is_err(), "{bad:?}");
         }
@@ -718,6 +820,75 @@ mod tests {
             .unwrap();
         let max_diff = max_abs_diff(&pa, &pp);
         assert!(max_diff < 1e-5, "padding leaked into pooling: {max_diff}");
+    }
+
+    /// On the CPU a batch with enough padding runs its position-wise layers on the real
+    /// tokens alone: the states of the real tokens, and the gradients of every parameter,
+    /// are those of the padded computation; the padding's states are zeros.
+    #[test]
+    fn packed_blocks_match_the_padded_computation() {
+        let device = device().autodiff();
+        let model = BertConfig {
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            ..BertConfig::tiny(50)
+        }
+        .init(&device)
+        .add_adapters(4, 1, &device);
+        let ids = input(&[&[7, 8, 9, 10, 11], &[1, 2], &[3, 4, 5]], &device);
+        let mask = ids.attention_mask.clone().float();
+        assert!(Packing::worth_it(&mask).is_some());
+        // The padded computation block by block, or the packed one (each its own graph).
+        let run = |packed: bool| {
+            let embedded = model.forward_until(ids.clone(), 0);
+            if packed {
+                return model.forward_from(0, embedded).last_hidden_state;
+            }
+            let bias = attention_bias(mask.clone());
+            let mut x = embedded.last_hidden_state;
+            for layer in &model.encoder.layer {
+                x = layer.forward(x, bias.clone());
+            }
+            x
+        };
+        let (padded, packed) = (run(false), run(true));
+        let real = mask.clone().unsqueeze_dim::<3>(2);
+        let v = |t: Tensor<3>| t.try_into_vec_as::<f32>().unwrap();
+        let diff = max_abs_diff(&v(padded.clone() * real.clone()), &v(packed.clone()));
+        assert!(diff < 1e-5, "real tokens differ: {diff}");
+        let pads = v(packed.clone() * (real.clone() - 1.0));
+        assert!(pads.iter().all(|&x| x == 0.0));
+        // An upstream gradient on the real tokens only: the same gradients either way.
+        let weights = Tensor::<3>::from_data(
+            TensorData::new(
+                (0..15 * 16).map(|i| (i % 7) as f32 - 3.0).collect(),
+                [3, 5, 16],
+            ),
+            &device,
+        ) * real;
+        let grads_of = |out: Tensor<3>| {
+            let grads = (out * weights.clone()).sum().backward();
+            let layer = &model.encoder.layer[1];
+            let g = |t: &burn::module::Param<Tensor<2>>| t.val().grad(&grads).unwrap();
+            let adapter = layer.output.adapter.as_ref().unwrap();
+            [
+                g(&layer.attention.self_.query.weight),
+                g(&layer.intermediate.dense.weight),
+                g(&adapter.up.weight),
+                g(&model.encoder.layer[0].output.dense.weight),
+            ]
+            .map(|t| t.try_into_vec_as::<f32>().unwrap())
+        };
+        for (k, (a, b)) in grads_of(padded).iter().zip(grads_of(packed)).enumerate() {
+            let diff = max_abs_diff(a, &b);
+            assert!(diff < 1e-4, "gradient {k} differs: {diff}");
+            assert!(a.iter().any(|x| *x != 0.0), "gradient {k} is zero");
+        }
+        // No packing for a batch without padding.
+        let full = input(&[&[1, 2, 3], &[4, 5, 6]], &device)
+            .attention_mask
+            .float();
+        assert!(Packing::worth_it(&full).is_none());
     }
 
     #[test]
