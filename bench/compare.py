@@ -2,7 +2,8 @@
 """Reads the JSON lines of `core-train bench-train --json` and `bench/torch_train.py --json`
 (several rounds each) and prints one Markdown table: per mode and shape, the median over
 rounds of each side's median ms/step, the spread of those round medians, and the
-throughput ratio Polytask / PyTorch (above 1: Polytask is faster). Used by compare.sh."""
+throughput ratio Polytask / PyTorch (above 1: Polytask is faster); one row per engine that
+Polytask ran on (flex, libtorch, wgpu). Used by compare.sh."""
 import datetime
 import json
 import statistics
@@ -12,7 +13,7 @@ from collections import defaultdict
 
 
 def main(paths):
-    rows = defaultdict(list)  # (mode, batch, seq, impl) -> [ms per round]
+    rows = defaultdict(list)  # (mode, batch, seq, impl, engine) -> [ms per round]
     names, machine = {}, set()
     for path in paths:
         with open(path) as f:
@@ -20,8 +21,9 @@ def main(paths):
                 if not line.strip():
                     continue
                 r = json.loads(line)
-                rows[(r["mode"], r["batch"], r["seq"], r["impl"])].append(r["ms_per_step"])
-                names[r["impl"]] = r["backend"]
+                engine = r.get("engine", "flex") if r["impl"] == "polytask" else "pytorch"
+                rows[(r["mode"], r["batch"], r["seq"], engine)].append(r["ms_per_step"])
+                names[engine] = r["backend"]
                 machine.add(r["cpu"])
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -32,24 +34,28 @@ def main(paths):
         commit = "unknown"
     print(f"machine: {'; '.join(sorted(machine))}")
     print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC · commit {commit}")
-    for impl, backend in sorted(names.items()):
-        print(f"{impl}: {backend}")
+    for engine, backend in sorted(names.items()):
+        print(f"{engine}: {backend}")
     print()
-    print("| mode | batch × tokens | Polytask ms/step | PyTorch ms/step | Polytask / PyTorch throughput |")
-    print("|---|---|---:|---:|---:|")
+    print("| mode | batch × tokens | Polytask on | Polytask ms/step | PyTorch ms/step "
+          "| Polytask / PyTorch throughput |")
+    print("|---|---|---|---:|---:|---:|")
+    engines = sorted({k[3] for k in rows} - {"pytorch"}, key=["flex", "libtorch", "wgpu"].index)
     keys = sorted({k[:3] for k in rows}, key=lambda k: (k[0] != "forward", k[2], k[1]))
+
+    def cell(key):
+        ms = rows.get(key)
+        if not ms:
+            return "—", None
+        spread = f" ({min(ms):.0f}–{max(ms):.0f})" if len(ms) > 1 else ""
+        return f"{statistics.median(ms):.1f}{spread}", statistics.median(ms)
+
     for mode, batch, seq in keys:
-        cell, med = [], {}
-        for impl in ("polytask", "pytorch"):
-            ms = rows.get((mode, batch, seq, impl))
-            if not ms:
-                cell.append("—")
-                continue
-            med[impl] = statistics.median(ms)
-            spread = f" ({min(ms):.0f}–{max(ms):.0f})" if len(ms) > 1 else ""
-            cell.append(f"{med[impl]:.1f}{spread}")
-        ratio = f"{med['pytorch'] / med['polytask']:.2f}×" if len(med) == 2 else "—"
-        print(f"| {mode} | {batch} × {seq} | {cell[0]} | {cell[1]} | {ratio} |")
+        theirs, their_ms = cell((mode, batch, seq, "pytorch"))
+        for engine in engines:
+            ours, our_ms = cell((mode, batch, seq, engine))
+            ratio = f"{their_ms / our_ms:.2f}×" if our_ms and their_ms else "—"
+            print(f"| {mode} | {batch} × {seq} | {engine} | {ours} | {theirs} | {ratio} |")
     n = max(len(v) for v in rows.values()) if rows else 0
     print(f"\n{n} round(s); in brackets, the fastest and slowest round's median.")
 

@@ -1,4 +1,5 @@
-//! Choosing the burn device at run time: wgpu on a GPU, the CPU backend otherwise.
+//! Choosing the burn device at run time: wgpu on a GPU, the CPU backend otherwise; LibTorch
+//! on request in a build with the `torch` feature.
 
 use burn::tensor::wgpu::wgpu;
 use burn::tensor::{Device, DeviceKind};
@@ -12,6 +13,9 @@ pub enum BackendChoice {
     Wgpu,
     /// burn's CPU backend (flex: multithreaded, SIMD).
     Cpu,
+    /// LibTorch on the CPU through burn-tch: another engine to compare with, in a build
+    /// with the `torch` feature (LibTorch from the PyPI `torch` wheel).
+    Torch,
 }
 
 /// The device chosen, with a human description.
@@ -19,6 +23,8 @@ pub enum BackendChoice {
 pub struct Selected {
     pub device: Device,
     pub description: String,
+    /// The engine in one word: `flex`, `wgpu` or `libtorch`.
+    pub engine: &'static str,
 }
 
 /// Adapters that wgpu can see: (name, device type, graphics API).
@@ -51,13 +57,50 @@ fn cpu() -> Selected {
             burn_flex::F32_MATMUL_KERNEL,
             std::thread::available_parallelism().map_or(1, |n| n.get())
         ),
+        engine: "flex",
     }
+}
+
+/// Threads of a CPU engine: `RAYON_NUM_THREADS` (which sizes flex's pool), else one per
+/// CPU.
+pub fn cpu_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// LibTorch's CPU device, with as many threads as flex would use.
+#[cfg(feature = "torch")]
+fn torch() -> anyhow::Result<Selected> {
+    let threads = cpu_threads();
+    tch::set_num_threads(threads as i32);
+    // burn marks burn-tch deprecated in favour of its own backends; here it is the
+    // point of the comparison.
+    #[allow(deprecated)]
+    let device = Device::libtorch();
+    Ok(Selected {
+        device,
+        description: format!("torch (LibTorch on the CPU through burn-tch, {threads} threads)"),
+        engine: "libtorch",
+    })
+}
+
+#[cfg(not(feature = "torch"))]
+fn torch() -> anyhow::Result<Selected> {
+    anyhow::bail!(
+        "--backend torch: this core-train was built without LibTorch; build it with \
+         `--features torch` after `pip install torch==2.9.0`, with LIBTORCH_USE_PYTORCH=1 \
+         (README, Performance)"
+    )
 }
 
 /// Picks the device for `choice`; notices go to stderr.
 pub fn select(choice: BackendChoice) -> anyhow::Result<Selected> {
     match choice {
         BackendChoice::Cpu => Ok(cpu()),
+        BackendChoice::Torch => torch(),
         BackendChoice::Wgpu | BackendChoice::Auto => {
             let found = adapters();
             let gpu = found.iter().find(|a| is_gpu(a));
@@ -87,6 +130,7 @@ pub fn select(choice: BackendChoice) -> anyhow::Result<Selected> {
                     "wgpu on {} ({:?}, {:?})",
                     chosen.name, chosen.device_type, chosen.backend
                 ),
+                engine: "wgpu",
             })
         }
     }

@@ -102,6 +102,7 @@ fn is_bench_file(bytes: &[u8]) -> bool {
 
 struct Figure {
     backend: String,
+    engine: &'static str,
     mode: Mode,
     seq: usize,
     times: Timings,
@@ -247,6 +248,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 );
                 figures.push(Figure {
                     backend: selected.description.clone(),
+                    engine: selected.engine,
                     mode,
                     seq,
                     times,
@@ -283,7 +285,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .iter()
             .map(|f| {
                 let tokens = (args.batch * f.seq) as f64;
-                serde_json::json!({"impl": "polytask", "backend": f.backend,
+                serde_json::json!({"impl": "polytask", "backend": f.backend, "engine": f.engine,
                     "mode": f.mode.label(), "batch": args.batch, "seq": f.seq, "cpu": cpu,
                     "ms_per_step": f.times.median, "ms_min": f.times.min,
                     "ms_max": f.times.max, "steps": args.steps,
@@ -395,12 +397,7 @@ pub fn cpu_model() -> String {
                 .map(|(_, v)| v.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    // burn's CPU backend runs on rayon's pool: RAYON_NUM_THREADS, or one per CPU.
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = backend::cpu_threads();
     format!("{name}, {threads} threads")
 }
 
