@@ -55,7 +55,7 @@ fn cpu() -> Selected {
             "cpu (burn flex, {} matmuls, {} threads)",
             // OpenBLAS where the build found it (feature `openblas`, the default).
             burn_flex::F32_MATMUL_KERNEL,
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            cpu_threads()
         ),
         engine: "flex",
     }

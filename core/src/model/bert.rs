@@ -185,17 +185,14 @@ impl BertSelfAttention {
     /// `x`: `[batch, seq, hidden]`; `mask_bias`: `[batch, 1, 1, seq]`, 0 for real tokens
     /// and a large negative number for padding. Returns `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let (q, k, v) = self.project(x);
+        let (q, k, v) = self.project(x, |t| t);
         self.attend(q, k, v, mask_bias)
     }
 
     /// [`forward`](Self::forward) on packed states `[1, real, hidden]` ([`Packing`]): the
     /// projections on the real tokens alone, the attention itself in the padded layout.
     fn forward_packed(&self, x: Tensor<3>, packing: &Packing, mask_bias: Tensor<4>) -> Tensor<3> {
-        let heads = |t: Tensor<3>| self.split_heads(packing.unpack(t));
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x));
+        let (q, k, v) = self.project(x, |t| packing.unpack(t));
         packing.pack(self.attend(q, k, v, mask_bias))
     }
 
@@ -229,24 +226,29 @@ impl BertSelfAttention {
     /// the explicit product on every device (distillation matches them).
     pub fn forward_with_probs(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> (Tensor<3>, Tensor<4>) {
         let [batch, seq, hidden] = x.dims();
-        let (q, k, v) = self.project(x);
+        let (q, k, v) = self.project(x, |t| t);
         let probs = self.probabilities(q, k, mask_bias);
         let context = self.dropout.forward(probs.clone()).matmul(v);
         (context.swap_dims(1, 2).reshape([batch, seq, hidden]), probs)
     }
 
     /// Queries, keys and values split into heads: `[batch, heads, seq, head_dim]` each.
-    fn project(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let q = self.split_heads(self.query.forward(x.clone()));
-        let k = self.split_heads(self.key.forward(x.clone()));
-        (q, k, self.split_heads(self.value.forward(x)))
-    }
-
-    /// `[batch, seq, hidden]` → `[batch, heads, seq, head_dim]`.
-    fn split_heads(&self, t: Tensor<3>) -> Tensor<4> {
-        let [batch, seq, _] = t.dims();
-        t.reshape([batch, seq, self.num_heads, self.head_dim])
-            .swap_dims(1, 2)
+    /// `padded` lays each projection out as `[batch, seq, hidden]` (the identity unless
+    /// `x` is packed).
+    fn project(
+        &self,
+        x: Tensor<3>,
+        padded: impl Fn(Tensor<3>) -> Tensor<3>,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let heads = |t: Tensor<3>| {
+            let t = padded(t);
+            let [batch, seq, _] = t.dims();
+            t.reshape([batch, seq, self.num_heads, self.head_dim])
+                .swap_dims(1, 2)
+        };
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        (q, k, heads(self.value.forward(x)))
     }
 
     /// `1 / √head_dim`.
@@ -558,7 +560,11 @@ impl BertModel {
         let bias = attention_bias(states.mask.clone());
         let layers = &self.encoder.layer[blocks];
         let mut x = states.last_hidden_state;
-        match Packing::worth_it(&states.mask).filter(|_| !layers.is_empty()) {
+        // No blocks (the embeddings alone): nothing to pack, and no mask to read back.
+        let packing = (!layers.is_empty())
+            .then(|| Packing::worth_it(&states.mask))
+            .flatten();
+        match packing {
             Some(packing) => {
                 let mut packed = packing.pack(x);
                 for layer in layers {
