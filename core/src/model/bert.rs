@@ -84,6 +84,24 @@ fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
         .init(device)
 }
 
+/// `layer` over the last dimension of `x`, as one `[rows, d_in] × [d_in, d_out]` product
+/// over all leading dimensions. burn's `Linear::forward` keeps a `[batch, seq, d_in]` input
+/// batched when `seq` fills its row tile (64, 128), and the backward of that batched product
+/// computes the weight's gradient once per sequence (`[batch, d_in, d_out]`, each with an
+/// inner dimension of `seq`) and then sums them; folded, it is one product over all
+/// `batch · seq` rows, with no per-sequence copies to write, clear and sum.
+pub fn dense<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    if D <= 2 {
+        return layer.forward(x);
+    }
+    let mut dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = layer.forward(x.reshape([rows, d_in]));
+    dims[D - 1] = y.dims()[1];
+    y.reshape(dims)
+}
+
 fn layer_norm(config: &BertConfig, device: &Device) -> LayerNorm {
     LayerNormConfig::new(config.hidden_size)
         .with_epsilon(config.layer_norm_eps)
@@ -246,9 +264,9 @@ impl BertSelfAttention {
             t.reshape([batch, seq, self.num_heads, self.head_dim])
                 .swap_dims(1, 2)
         };
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        (q, k, heads(self.value.forward(x)))
+        let q = heads(dense(&self.query, x.clone()));
+        let k = heads(dense(&self.key, x.clone()));
+        (q, k, heads(dense(&self.value, x)))
     }
 
     /// `1 / √head_dim`.
@@ -283,7 +301,7 @@ impl Adapter {
 
     /// `[batch, seq, hidden]` → `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        x.clone() + self.up.forward(gelu(self.down.forward(x)))
+        x.clone() + dense(&self.up, gelu(dense(&self.down, x)))
     }
 
     /// The bottleneck width.
@@ -315,7 +333,7 @@ impl BertResidualOutput {
 
     /// `x`: `[batch, seq, d_in]`, `residual`: `[batch, seq, hidden]` → `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let mut x = self.dropout.forward(self.dense.forward(x));
+        let mut x = self.dropout.forward(dense(&self.dense, x));
         if let Some(adapter) = &self.adapter {
             x = adapter.forward(x);
         }
@@ -342,7 +360,7 @@ pub struct BertIntermediate {
 impl BertIntermediate {
     /// `[batch, seq, hidden]` → `[batch, seq, intermediate]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = self.dense.forward(x);
+        let x = dense(&self.dense, x);
         match self.activation {
             Activation::Gelu => gelu(x),
             Activation::GeluTanh => gelu_approximate(x),
@@ -895,6 +913,59 @@ mod tests {
             .attention_mask
             .float();
         assert!(Packing::worth_it(&full).is_none());
+    }
+
+    #[test]
+    fn dense_folds_rows_and_matches_the_batched_linear() {
+        // 2 × 64 rows: burn keeps this shape batched (64 fills its row tile), so the two
+        // paths really differ in how the weight's gradient is formed.
+        let device = device().autodiff();
+        let layer = LinearConfig::new(8, 5).init(&device);
+        let x = Tensor::<3>::from_data(
+            TensorData::new(
+                (0..2 * 64 * 8)
+                    .map(|i| ((i * 37) % 19) as f32 / 9.0 - 1.0)
+                    .collect(),
+                [2, 64, 8],
+            ),
+            &device,
+        )
+        .require_grad();
+        let upstream = Tensor::<3>::from_data(
+            TensorData::new(
+                (0..2 * 64 * 5)
+                    .map(|i| ((i * 11) % 13) as f32 - 6.0)
+                    .collect(),
+                [2, 64, 5],
+            ),
+            &device,
+        );
+        let run = |folded: bool| {
+            let y = if folded {
+                dense(&layer, x.clone())
+            } else {
+                layer.forward(x.clone())
+            };
+            assert_eq!(y.dims(), [2, 64, 5]);
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            let v = |t: Tensor<2>| t.try_into_vec_as::<f32>().unwrap();
+            (
+                y.try_into_vec_as::<f32>().unwrap(),
+                v(layer.weight.val().grad(&grads).unwrap()),
+                layer.bias.as_ref().unwrap().val().grad(&grads).unwrap(),
+                x.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap(),
+            )
+        };
+        let (batched, folded) = (run(false), run(true));
+        assert!(max_abs_diff(&batched.0, &folded.0) < 1e-5);
+        assert!(max_abs_diff(&batched.1, &folded.1) < 1e-3);
+        assert!(folded.1.iter().any(|g| *g != 0.0));
+        let bias = |t: Tensor<1>| t.try_into_vec_as::<f32>().unwrap();
+        assert!(max_abs_diff(&bias(batched.2), &bias(folded.2)) < 1e-3);
+        assert!(max_abs_diff(&batched.3, &folded.3) < 1e-5);
+        // Fewer dimensions go straight through.
+        let flat = Tensor::<2>::ones([3, 8], &device);
+        assert_eq!(dense(&layer, flat).dims(), [3, 5]);
     }
 
     #[test]

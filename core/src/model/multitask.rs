@@ -24,6 +24,7 @@ use crate::data::features::TrainBatch;
 use crate::error::{Error, Result};
 use crate::eval::tagging::TagDecoding;
 use crate::io::checkpoint::{FloatWidth, convert_floats_where};
+use crate::model::bert::dense;
 use crate::model::bert::{BertModel, EncoderOutput};
 use crate::model::config::BertConfig;
 use crate::model::pooling::{Pooling, pool};
@@ -52,7 +53,7 @@ impl ClassificationHead {
 
     /// `[..., hidden]` → `[..., labels]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.classifier.forward(self.dropout.forward(x))
+        dense(&self.classifier, self.dropout.forward(x))
     }
 }
 
