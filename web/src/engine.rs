@@ -34,6 +34,13 @@ extern "C" {
     #[wasm_bindgen(method, js_name = postMessage, catch)]
     fn post_message(this: &Worker, message: &JsValue) -> Result<(), JsValue>;
 
+    #[wasm_bindgen(method, js_name = postMessage, catch)]
+    fn post_message_transferring(
+        this: &Worker,
+        message: &JsValue,
+        transfer: &js_sys::Array,
+    ) -> Result<(), JsValue>;
+
     #[wasm_bindgen(method, setter)]
     fn set_onmessage(this: &Worker, f: &Function);
 
@@ -171,7 +178,8 @@ impl Engine {
     }
 
     fn send(&self, message: &JsValue) {
-        if let Err(e) = self.0.worker.post_message(message) {
+        let transfer = envelope::transferables(message);
+        if let Err(e) = self.0.worker.post_message_transferring(message, &transfer) {
             log::error!("{}", js_text("cannot send to the model's worker", &e));
         }
     }
@@ -209,6 +217,16 @@ impl Engine {
 
     /// Sends `request` (with `bytes` beside it) and waits for the reply.
     async fn call(&self, request: Request, bytes: Option<&[u8]>) -> Answer {
+        self.call_with_files(request, bytes, None).await
+    }
+
+    /// [`Self::call`], with the bundle's `files` that the page read beside it.
+    async fn call_with_files(
+        &self,
+        request: Request,
+        bytes: Option<&[u8]>,
+        files: Option<JsValue>,
+    ) -> Answer {
         if self.0.ended.get() {
             return Err("the model's worker has stopped; reload the page".into());
         }
@@ -226,7 +244,10 @@ impl Engine {
             },
         );
         let json = serde_json::to_string(&Call { id, request }).map_err(|e| e.to_string())?;
-        let message = envelope::pack(&json, bytes);
+        let mut message = envelope::pack(&json, bytes);
+        if let Some(files) = &files {
+            message = envelope::with_files(message, files);
+        }
         if self.0.up.get() {
             self.send(&message);
         } else {
@@ -244,13 +265,13 @@ impl Engine {
         bundle_base: String,
         webgpu_failure: Option<String>,
     ) -> Result<Started, String> {
-        crate::page::bundle_prefetched().await;
+        let files = crate::page::bundle_prefetched().await;
         let request = Request::Start {
             choice,
             bundle_base,
             webgpu_failure,
         };
-        match self.call(request, None).await? {
+        match self.call_with_files(request, None, files).await? {
             (Reply::Started(s), _) => Ok(s),
             (other, _) => Err(unexpected(&other)),
         }

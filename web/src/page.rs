@@ -35,17 +35,20 @@ pub fn polytask_wasm() -> Result<wasm_bindgen::JsValue, String> {
         .ok_or_else(|| "the page has no window.polytaskWasm (index.html sets it)".to_string())
 }
 
-/// Waits for `index.html`'s head start on the bundle (`polytaskWasm.prefetch`: its files
-/// fetched into the Cache API while the wasm compiled), so that the model's worker does
-/// not download them a second time. Its failures are the worker's to find and report.
-pub async fn bundle_prefetched() {
-    let prefetch = polytask_wasm()
-        .ok()
-        .and_then(|w| js_sys::Reflect::get(&w, &"prefetch".into()).ok());
+/// Takes `index.html`'s head start on the bundle (`polytaskWasm.prefetch`: its files, read
+/// while the wasm compiled, as `{url: {bytes, cached}}`), once: they go to the model's
+/// worker with its first start, which transfers their buffers, so a later start (a
+/// restart on another device) loads the bundle itself. Failures here are the worker's to
+/// find and report.
+pub async fn bundle_prefetched() -> Option<wasm_bindgen::JsValue> {
     use wasm_bindgen::JsCast;
-    if let Some(p) = prefetch.and_then(|p| p.dyn_into::<js_sys::Promise>().ok()) {
-        let _ = wasm_bindgen_futures::JsFuture::from(p).await;
-    }
+    let wasm = polytask_wasm().ok()?;
+    let prefetch = js_sys::Reflect::get(&wasm, &"prefetch".into()).ok()?;
+    let _ = js_sys::Reflect::set(&wasm, &"prefetch".into(), &wasm_bindgen::JsValue::NULL);
+    let files = wasm_bindgen_futures::JsFuture::from(prefetch.dyn_into::<js_sys::Promise>().ok()?)
+        .await
+        .ok()?;
+    files.is_object().then_some(files)
 }
 
 /// `path` resolved against the page's address. The model's workers resolve relative

@@ -183,21 +183,43 @@ impl ModuleAdapter for FromFile {
 /// in `[cols, rows]` order.
 fn transposed_f32(bytes: &[u8], dtype: DType, rows: usize, cols: usize) -> Vec<f32> {
     use burn::tensor::{bf16, f16};
-    let value: fn(&[u8], usize) -> f32 = match dtype {
-        DType::F32 => |b, i| f32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().expect("4")),
-        DType::F16 => |b, i| f16::from_le_bytes([b[i * 2], b[i * 2 + 1]]).to_f32(),
-        _ => |b, i| bf16::from_le_bytes([b[i * 2], b[i * 2 + 1]]).to_f32(),
-    };
     assert_eq!(
         bytes.len(),
         rows * cols * dtype.size(),
         "a {rows}×{cols} {dtype:?} matrix"
     );
+    match dtype {
+        DType::F32 => transposed(bytes, rows, cols, |b: [u8; 4]| f32::from_le_bytes(b)),
+        DType::F16 => transposed(bytes, rows, cols, |b: [u8; 2]| {
+            f16::from_le_bytes(b).to_f32()
+        }),
+        _ => transposed(bytes, rows, cols, |b: [u8; 2]| {
+            bf16::from_le_bytes(b).to_f32()
+        }),
+    }
+}
+
+/// `[cols, rows]` F32 from the row-major `[rows, cols]` matrix in `bytes`, whose elements
+/// are `W` bytes each, `value` read from each. Tile by tile, so that the writes, a column
+/// apart, stay within a few cache lines; each tile row is read as one contiguous run.
+fn transposed<const W: usize>(
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+    value: impl Fn([u8; W]) -> f32,
+) -> Vec<f32> {
+    const TILE: usize = 32;
     let mut out = vec![0f32; rows * cols];
-    // Input rows are read in order; each lands in a column of the output.
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = value(bytes, r * cols + c);
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(cols);
+            for r in r0..(r0 + TILE).min(rows) {
+                let run = &bytes[(r * cols + c0) * W..(r * cols + c1) * W];
+                let column = out[c0 * rows + r..].iter_mut().step_by(rows);
+                for (o, b) in column.zip(run.chunks_exact(W)) {
+                    *o = value(b.try_into().expect("W bytes"));
+                }
+            }
         }
     }
     out
@@ -325,11 +347,25 @@ pub fn check_finite(bytes: &[u8], source: &str) -> Result<()> {
         // float is not finite when its exponent bits are all ones.
         let data = parsed.bytes(info);
         let bad = match info.dtype.as_str() {
+            // A block at a time without branching (the compiler vectorises it), the
+            // element itself looked for only in a block that holds one.
             "F32" => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .chunks(4 * 1024)
                 .enumerate()
-                .find(|(_, v)| !v.is_finite()),
+                .find(|(_, block)| {
+                    block.chunks_exact(4).fold(false, |bad, c| {
+                        let bits = u32::from_le_bytes(c.try_into().expect("4 bytes"));
+                        bad | (bits & 0x7f80_0000 == 0x7f80_0000)
+                    })
+                })
+                .and_then(|(k, block)| {
+                    block
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                        .enumerate()
+                        .find(|(_, v)| !v.is_finite())
+                        .map(|(i, v)| (k * 1024 + i, v))
+                }),
             "F16" | "BF16" => {
                 let (mask, value): (u16, fn(u16) -> f32) = if info.dtype == "F16" {
                     (0x7c00, |b| f16::from_bits(b).to_f32())
@@ -547,6 +583,70 @@ mod tests {
         let x = a.forward(input.clone()).last_hidden_state.into_data();
         let y = b.forward(input).last_hidden_state.into_data();
         x.assert_eq(&y, true);
+    }
+
+    #[test]
+    fn tiled_transpose_matches_the_plain_one() {
+        use burn::tensor::{bf16, f16};
+        // Shapes across and off the tile size, from every stored float width; the
+        // expected matrix is the plain transpose of the values as that width stores them.
+        for (rows, cols) in [(1, 1), (3, 70), (33, 32), (64, 65), (100, 7)] {
+            let values: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let plain = |stored: &[f32]| -> Vec<f32> {
+                (0..cols * rows)
+                    .map(|j| stored[(j % rows) * cols + j / rows])
+                    .collect()
+            };
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            assert_eq!(
+                transposed_f32(&bytes, DType::F32, rows, cols),
+                plain(&values)
+            );
+            let halves: Vec<f16> = values.iter().map(|v| f16::from_f32(*v)).collect();
+            let bytes: Vec<u8> = halves.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let stored: Vec<f32> = halves.iter().map(|v| v.to_f32()).collect();
+            assert_eq!(
+                transposed_f32(&bytes, DType::F16, rows, cols),
+                plain(&stored)
+            );
+            let brains: Vec<bf16> = values.iter().map(|v| bf16::from_f32(*v)).collect();
+            let bytes: Vec<u8> = brains.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let stored: Vec<f32> = brains.iter().map(|v| v.to_f32()).collect();
+            assert_eq!(
+                transposed_f32(&bytes, DType::BF16, rows, cols),
+                plain(&stored)
+            );
+        }
+    }
+
+    #[test]
+    fn a_non_finite_f32_is_found_in_any_block() {
+        // 3000 values: a few blocks of 1024 and a short last one.
+        let tensor = |bad: Option<(usize, f32)>| {
+            let mut values: Vec<f32> = (0..3000).map(|i| i as f32).collect();
+            if let Some((i, v)) = bad {
+                values[i] = v;
+            }
+            crate::io::safetensors::write_f32(
+                &[("w".to_string(), vec![3000], values)],
+                &Default::default(),
+            )
+            .unwrap()
+        };
+        assert!(check_finite(&tensor(None), "w.safetensors").is_ok());
+        for (i, v, shown) in [
+            (0, f32::NAN, "element 0 is NaN"),
+            (1500, f32::INFINITY, "element 1500 is inf"),
+            (2999, f32::NEG_INFINITY, "element 2999 is -inf"),
+        ] {
+            let err = check_finite(&tensor(Some((i, v))), "w.safetensors")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("w.safetensors") && err.contains("'w'") && err.contains(shown),
+                "{err}"
+            );
+        }
     }
 
     #[test]

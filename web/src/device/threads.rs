@@ -18,22 +18,49 @@ pub fn count() -> usize {
     COUNT.load(Ordering::Relaxed)
 }
 
-/// Starts the rayon pool (threaded flavour; once per worker, before any tensor work).
+#[cfg(feature = "threads")]
+thread_local! {
+    /// The pool's start under way: its size, and wasm-bindgen-rayon's promise.
+    static STARTING: std::cell::RefCell<Option<(usize, js_sys::Promise)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Begins to start the rayon pool (threaded flavour; once per worker): its workers load
+/// while the page's first call is still on its way ([`crate::worker::run`]).
+#[cfg(feature = "threads")]
+pub fn begin_pool() {
+    STARTING.with_borrow_mut(|starting| {
+        if starting.is_some() {
+            return;
+        }
+        use js_sys::Reflect;
+        let cpus = Reflect::get(&js_sys::global(), &"navigator".into())
+            .and_then(|n| Reflect::get(&n, &"hardwareConcurrency".into()))
+            .ok()
+            .and_then(|c| c.as_f64())
+            .unwrap_or(0.0) as usize;
+        let n = crate::text::pool_size(cpus);
+        *starting = Some((n, wasm_bindgen_rayon::init_thread_pool(n)));
+    });
+}
+
+/// The rayon pool, started (threaded flavour; before any tensor work): its size.
 #[cfg(feature = "threads")]
 pub async fn start_pool() -> Result<usize, String> {
-    use js_sys::Reflect;
-    let cpus = Reflect::get(&js_sys::global(), &"navigator".into())
-        .and_then(|n| Reflect::get(&n, &"hardwareConcurrency".into()))
-        .ok()
-        .and_then(|c| c.as_f64())
-        .unwrap_or(0.0) as usize;
-    let n = crate::text::pool_size(cpus);
-    wasm_bindgen_futures::JsFuture::from(wasm_bindgen_rayon::init_thread_pool(n))
+    begin_pool();
+    let (n, promise) = STARTING
+        .with_borrow(|s| s.clone())
+        .ok_or("the CPU backend's threads were never started")?;
+    wasm_bindgen_futures::JsFuture::from(promise)
         .await
         .map_err(|e| format!("cannot start {n} threads for the CPU backend: {e:?}"))?;
     COUNT.store(n, Ordering::Relaxed);
     Ok(n)
 }
+
+/// The single-threaded flavour: nothing to start.
+#[cfg(not(feature = "threads"))]
+pub fn begin_pool() {}
 
 /// The single-threaded flavour: nothing to start.
 #[cfg(not(feature = "threads"))]

@@ -1,9 +1,9 @@
 //! Loading a model bundle (`core-train export`) over HTTP: the manifest first, then every
 //! file it lists, each checked against its size and sha256 (the browser's own SHA-256,
 //! `crypto.subtle`, where the context has it; otherwise the `sha2` crate in wasm). Files
-//! come from the Cache API when a previous visit, or `index.html` while the wasm compiled,
-//! stored them (a reload is instant; a damaged entry is dropped), otherwise from the
-//! network, and are then cached. URLs are relative to the page, so the site works from
+//! come from the page, which reads them while the wasm compiles (`index.html`, from the
+//! Cache API or the network), else from the Cache API when a previous visit stored them
+//! (a damaged entry is dropped), otherwise from the network, and are then cached. URLs are relative to the page, so the site works from
 //! any sub-path. Runs in the model's worker ([`crate::worker`]), which has `fetch` and the
 //! Cache API as the page has.
 
@@ -121,9 +121,29 @@ async fn check(entry: &FileEntry, data: &Uint8Array, url: &str) -> Result<Vec<u8
     Ok(bytes)
 }
 
-/// One verified file, and whether it came from the cache.
-pub async fn file(base: &str, entry: &FileEntry) -> Result<(Vec<u8>, bool), String> {
+/// One verified file, and whether it came from the cache. `from_page`: the page's copy
+/// (`index.html` read it while the wasm compiled) and whether the page read it from the
+/// cache; used when it passes the same checks, else the file is loaded here.
+pub async fn file(
+    base: &str,
+    entry: &FileEntry,
+    from_page: Option<(Uint8Array, bool)>,
+) -> Result<(Vec<u8>, bool), String> {
     let url = format!("{base}/{}", entry.name);
+    if let Some((data, cached)) = from_page {
+        let t0 = now_ms();
+        match check(entry, &data, &url).await {
+            Ok(bytes) => {
+                log::debug!(
+                    "{url}: read by the page (from the {}), checked {:.0} ms",
+                    if cached { "cache" } else { "network" },
+                    now_ms() - t0
+                );
+                return Ok((bytes, cached));
+            }
+            Err(e) => log::debug!("{url}: the page's copy is not usable ({e}); loading it"),
+        }
+    }
     let cache = open_cache().await;
     if let Some(cache) = &cache
         && let Ok(hit) = JsFuture::from(cache.match_with_str(&url)).await

@@ -102,7 +102,7 @@ pub fn run() {
                 if matches!(call.request, Request::Cancel) {
                     CANCEL.set(true);
                 }
-                spawn_local(answer(call, bytes));
+                spawn_local(answer(call, bytes, envelope::files(&ev)));
             }
             Some(Err(e)) => log::error!("the model's worker cannot read a message: {e}"),
             None => log::error!("the model's worker got a message without JSON"),
@@ -112,6 +112,8 @@ pub fn run() {
     // The worker lives as long as its handler.
     on_message.forget();
     adapter::on_device_lost(|why| post(&Event::DeviceLost(why), None));
+    // The CPU backend's threads load while the page's start is on its way.
+    device::threads::begin_pool();
     post(&Event::Up, None);
 }
 
@@ -153,14 +155,16 @@ fn not_loaded() -> String {
     "The model is not loaded yet.".to_string()
 }
 
-async fn answer(call: Call, bytes: Option<Vec<u8>>) {
+/// Answers `call`; `bytes`: a task file beside it; `files`: with a start, the bundle's
+/// files that the page read while its wasm compiled (see [`envelope`]).
+async fn answer(call: Call, bytes: Option<Vec<u8>>, files: Option<JsValue>) {
     let (reply, out) = match call.request {
         Request::Start {
             choice,
             bundle_base,
             webgpu_failure,
         } => {
-            let started = start(choice, &bundle_base, webgpu_failure).await;
+            let started = start(choice, &bundle_base, webgpu_failure, files).await;
             (Reply::Started(started), None)
         }
         Request::Predict { text } => (Reply::Predicted(predict::predict_all(&text).await), None),
@@ -193,9 +197,15 @@ async fn answer(call: Call, bytes: Option<Vec<u8>>) {
 }
 
 /// Brings up the device (and checks it) and loads the bundle. The bundle's files are
-/// fetched and verified while the device comes up (the threaded flavour's pool takes a
-/// few hundred milliseconds to start), then the model is built on the device.
-async fn start(choice: Choice, bundle_base: &str, webgpu_failure: Option<String>) -> Started {
+/// fetched (or taken from the page's `files`) and verified while the device comes up (the
+/// threaded flavour's pool takes a few hundred milliseconds to start), then the model is
+/// built on the device.
+async fn start(
+    choice: Choice,
+    bundle_base: &str,
+    webgpu_failure: Option<String>,
+    files: Option<JsValue>,
+) -> Started {
     post(&Event::Status("starting…".into()), None);
     let progress = |done, total, note| post(&Event::Loading { done, total, note }, None);
     let device_up = async {
@@ -218,7 +228,7 @@ async fn start(choice: Choice, bundle_base: &str, webgpu_failure: Option<String>
         post(&Event::Status("loading the model…".into()), None);
         Ok(device)
     };
-    let (device, fetched) = futures::join!(device_up, fetch_bundle(bundle_base, progress));
+    let (device, fetched) = futures::join!(device_up, fetch_bundle(bundle_base, files, progress));
     let device = match device {
         Ok(device) => device,
         Err(e) => return Started::DeviceCheckFailed(e),

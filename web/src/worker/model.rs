@@ -10,6 +10,8 @@ use polytask_core::io::task_file::{TaskMeta, load_task};
 use polytask_core::model::multitask::{MultiTaskModel, MultiTaskSpec};
 use polytask_core::{ModelFiles, SentenceEncoder};
 
+use wasm_bindgen::JsValue;
+
 use super::fetch;
 use crate::page::now_ms;
 
@@ -59,11 +61,13 @@ pub struct Fetched {
     t_fetched: f64,
 }
 
-/// Fetches and verifies the bundle's files. It needs no device, so it runs while the
-/// device comes up ([`super::start`]). `progress(done, total, note)`: bytes loaded of the
-/// total, and what to say.
+/// Fetches and verifies the bundle's files, taking those that the page already read from
+/// `page_files` ([`crate::envelope`]). It needs no device, so it runs while the device comes
+/// up ([`super::start`]). `progress(done, total, note)`: bytes loaded of the total, and
+/// what to say.
 pub async fn fetch_bundle(
     base: &str,
+    page_files: Option<JsValue>,
     progress: impl Fn(u64, u64, String),
 ) -> Result<Fetched, String> {
     let t0 = now_ms();
@@ -73,7 +77,10 @@ pub async fn fetch_bundle(
     let mut files = BTreeMap::new();
     let (mut done, mut cached) = (0u64, 0usize);
     for entry in &manifest.files {
-        let (bytes, hit) = fetch::file(base, entry).await?;
+        let from_page = page_files
+            .as_ref()
+            .and_then(|files| crate::envelope::file(files, &format!("{base}/{}", entry.name)));
+        let (bytes, hit) = fetch::file(base, entry, from_page).await?;
         done += entry.bytes;
         cached += usize::from(hit);
         progress(
