@@ -124,6 +124,11 @@ for (const [name, path_] of Object.entries(PATHS)) {
         await b.page.textContent('#backend'));
       if (name === 'cpu-1') assert.match(await b.page.textContent('#backend'), /1 thread, SIMD.*one thread: asked for by \?threads=0/);
       timings.threads = Number(threads);
+      // The page read every file of the bundle while its wasm compiled and handed them to
+      // the model's worker, which did not load them again.
+      const note = await b.page.textContent('#load-note');
+      const [, files, handed] = note.match(/of (\d+) files from the cache, (\d+) read while the page started/) ?? [];
+      assert.ok(files && handed === files, note);
 
       // Native and browser predictions of the bundled tasks agree.
       for (const [i, s] of SENTENCES.entries()) {

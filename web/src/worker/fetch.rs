@@ -121,14 +121,23 @@ async fn check(entry: &FileEntry, data: &Uint8Array, url: &str) -> Result<Vec<u8
     Ok(bytes)
 }
 
-/// One verified file, and whether it came from the cache. `from_page`: the page's copy
-/// (`index.html` read it while the wasm compiled) and whether the page read it from the
-/// cache; used when it passes the same checks, else the file is loaded here.
+/// Where a file came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// From the Cache API (here or, with `page`, by the page).
+    pub cached: bool,
+    /// Read by the page while its wasm compiled, and handed over.
+    pub page: bool,
+}
+
+/// One verified file, and where it came from. `from_page`: the page's copy (`index.html`
+/// read it while the wasm compiled) and whether the page read it from the cache; used
+/// when it passes the same checks, else the file is loaded here.
 pub async fn file(
     base: &str,
     entry: &FileEntry,
     from_page: Option<(Uint8Array, bool)>,
-) -> Result<(Vec<u8>, bool), String> {
+) -> Result<(Vec<u8>, Source), String> {
     let url = format!("{base}/{}", entry.name);
     if let Some((data, cached)) = from_page {
         let t0 = now_ms();
@@ -139,7 +148,7 @@ pub async fn file(
                     if cached { "cache" } else { "network" },
                     now_ms() - t0
                 );
-                return Ok((bytes, cached));
+                return Ok((bytes, Source { cached, page: true }));
             }
             Err(e) => log::debug!("{url}: the page's copy is not usable ({e}); loading it"),
         }
@@ -159,7 +168,13 @@ pub async fn file(
                 t_read - t0,
                 now_ms() - t_read
             );
-            return Ok((bytes, true));
+            return Ok((
+                bytes,
+                Source {
+                    cached: true,
+                    page: false,
+                },
+            ));
         }
         let _ = JsFuture::from(cache.delete_with_str(&url)).await;
     }
@@ -192,5 +207,11 @@ pub async fn file(
             );
         });
     }
-    Ok((bytes, false))
+    Ok((
+        bytes,
+        Source {
+            cached: false,
+            page: false,
+        },
+    ))
 }

@@ -55,7 +55,9 @@ pub struct Fetched {
     url: String,
     manifest: fetch::Manifest,
     files: BTreeMap<String, Vec<u8>>,
+    /// Files that came from the Cache API, and files that the page handed over.
     cached: usize,
+    from_page: usize,
     /// When the fetch began, and when it ended (ms).
     t0: f64,
     t_fetched: f64,
@@ -75,14 +77,15 @@ pub async fn fetch_bundle(
     let total = manifest.total_bytes();
     progress(0, total, String::new());
     let mut files = BTreeMap::new();
-    let (mut done, mut cached) = (0u64, 0usize);
+    let (mut done, mut cached, mut from_page) = (0u64, 0usize, 0usize);
     for entry in &manifest.files {
-        let from_page = page_files
+        let handed = page_files
             .as_ref()
             .and_then(|files| crate::envelope::file(files, &format!("{base}/{}", entry.name)));
-        let (bytes, hit) = fetch::file(base, entry, from_page).await?;
+        let (bytes, source) = fetch::file(base, entry, handed).await?;
         done += entry.bytes;
-        cached += usize::from(hit);
+        cached += usize::from(source.cached);
+        from_page += usize::from(source.page);
         progress(
             done,
             total,
@@ -95,6 +98,7 @@ pub async fn fetch_bundle(
         manifest,
         files,
         cached,
+        from_page,
         t0,
         t_fetched: now_ms(),
     })
@@ -112,6 +116,7 @@ pub fn build_bundle(
         manifest,
         files,
         cached,
+        from_page,
         t0,
         t_fetched,
     } = fetched;
@@ -175,11 +180,13 @@ pub fn build_bundle(
         total,
         total,
         format!(
-            "{:.1} MB ({} weights), {} of {} files from the cache, {:.1} s",
+            "{:.1} MB ({} weights), {} of {} files from the cache, {} read while the page \
+             started, {:.1} s",
             total as f64 / 1e6,
             manifest.dtype,
             cached,
             manifest.files.len(),
+            from_page,
             (now_ms() - t0) / 1000.0,
         ),
     );
