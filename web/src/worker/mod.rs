@@ -48,9 +48,6 @@ extern "C" {
     #[wasm_bindgen(method, setter)]
     fn set_onmessage(this: &Scope, f: &Function);
 
-    #[wasm_bindgen(method, js_name = setTimeout)]
-    fn set_timeout(this: &Scope, f: &Function, ms: i32) -> JsValue;
-
     #[wasm_bindgen(method)]
     pub fn fetch(this: &Scope, url: &str) -> Promise;
 
@@ -131,13 +128,27 @@ pub fn post(event: &Event, bytes: Option<&[u8]>) {
     }
 }
 
+// A macrotask without a timer: a message to itself through a `MessageChannel`
+// (`setTimeout(0)` is clamped to 4 ms once nested, as a loop of steps soon is).
+#[wasm_bindgen(inline_js = r#"
+let channel = null;
+const waiting = [];
+export function next_task() {
+  if (!channel) {
+    channel = new MessageChannel();
+    channel.port1.onmessage = () => waiting.shift()?.();
+  }
+  return new Promise((resolve) => { waiting.push(resolve); channel.port2.postMessage(null); });
+}
+"#)]
+extern "C" {
+    fn next_task() -> Promise;
+}
+
 /// Lets the worker's event loop run between steps (a macrotask, unlike an awaited resolved
 /// promise): the page's messages (Cancel, a prediction) get in.
 pub async fn yield_now() {
-    let promise = Promise::new(&mut |resolve, _| {
-        scope().set_timeout(&resolve, 0);
-    });
-    let _ = JsFuture::from(promise).await;
+    let _ = JsFuture::from(next_task()).await;
 }
 
 /// Clones what a call needs from the loaded model (the device work then runs without
