@@ -33,6 +33,27 @@ thread_local! {
     static LOADED: RefCell<Option<Loaded>> = const { RefCell::new(None) };
     /// Set by `Cancel`: the adaptation under way stops after its current step.
     static CANCEL: Cell<bool> = const { Cell::new(false) };
+    /// When the last call came in or was answered (ms), and how many are under way.
+    static LAST_CALL: Cell<f64> = const { Cell::new(0.0) };
+    static CALLS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// When the worker last had a call (`now_ms`), or `None` while one is under way.
+pub fn busy_since() -> Option<f64> {
+    (CALLS.get() == 0).then(|| LAST_CALL.get())
+}
+
+// A promise resolved after `ms` milliseconds.
+#[wasm_bindgen(inline_js = r#"
+export function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
+"#)]
+extern "C" {
+    fn sleep(ms: i32) -> Promise;
+}
+
+/// Waits `ms` milliseconds, letting the event loop run.
+pub async fn sleep_ms(ms: i32) {
+    let _ = JsFuture::from(sleep(ms)).await;
 }
 
 // The worker's global scope, bound here rather than through web-sys features (adding
@@ -169,6 +190,8 @@ fn not_loaded() -> String {
 /// Answers `call`; `bytes`: a task file beside it; `files`: with a start, the bundle's
 /// files that the page read while its wasm compiled (see [`envelope`]).
 async fn answer(call: Call, bytes: Option<Vec<u8>>, files: Option<JsValue>) {
+    CALLS.set(CALLS.get() + 1);
+    LAST_CALL.set(now_ms());
     let (reply, out) = match call.request {
         Request::Start {
             choice,
@@ -205,6 +228,8 @@ async fn answer(call: Call, bytes: Option<Vec<u8>>, files: Option<JsValue>) {
         }
     };
     post(&Event::Reply { id: call.id, reply }, out.as_deref());
+    CALLS.set(CALLS.get() - 1);
+    LAST_CALL.set(now_ms());
 }
 
 /// Brings up the device (and checks it) and loads the bundle. The bundle's files are
@@ -247,7 +272,13 @@ async fn start(
     match fetched.and_then(|f| build_bundle(f, &device, progress)) {
         Ok(loaded) => {
             let base = loaded.base.clone();
+            let cpu = loaded.device == burn::tensor::Device::flex();
             LOADED.set(Some(loaded));
+            // Not on WebGPU: there the warm-up would compile every kernel of a step first
+            // (minutes on a software adapter), holding up the visitor's calls.
+            if cpu {
+                spawn_local(adapt::warm_up_when_idle());
+            }
             Started::Ready { base }
         }
         Err(e) => Started::BundleFailed(e),
